@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from django.http import HttpRequest
+
+if TYPE_CHECKING:
+    from django_htmx.middleware import HtmxDetails
+
+    from distillapp.accounts.models import Membership
+
+
+class HtmxHttpRequest(HttpRequest):
+    """HttpRequest as our middleware leaves it: htmx details and the current membership."""
+
+    htmx: HtmxDetails
+    membership: Membership | None
+
+
+def form_errors(exc: object) -> dict[str, list[str]]:
+    """A Django ValidationError as {field: [messages]} for inline form errors."""
+    message_dict = getattr(exc, "message_dict", None)
+    if message_dict is not None:
+        return dict(message_dict)
+    return {"__all__": list(getattr(exc, "messages", [str(exc)]))}

@@ -1,0 +1,99 @@
+"""Shared fixtures: the alice/bob/charlie pattern and helpers for real services.
+
+- alice: owner of `org`; vera: viewer in `org`; bob: reviewer in `org`; adam: admin in `org`;
+  charlie: owner of another organisation (the outsider).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from urllib.parse import urlparse
+
+import pytest
+from django.test import Client
+
+from distillapp.accounts.models import Role
+from tests.factories import MembershipFactory, OrganizationFactory, ProjectFactory, UserFactory
+
+
+def _reachable(url: str, default_port: int) -> bool:
+    parsed = urlparse(url)
+    try:
+        with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or default_port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+USING_POSTGRES = os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://"))
+USING_REDIS = os.environ.get("CELERY_BROKER_URL", "").startswith("redis://")
+
+
+@pytest.fixture
+def org(db):
+    return OrganizationFactory(name="Acme")
+
+
+@pytest.fixture
+def other_org(db):
+    return OrganizationFactory(name="Globex")
+
+
+def _member(org, username: str, role: str):
+    user = UserFactory(username=username)
+    MembershipFactory(user=user, org=org, role=role)
+    return user
+
+
+@pytest.fixture
+def alice(org):
+    return _member(org, "alice", Role.OWNER)
+
+
+@pytest.fixture
+def adam(org):
+    return _member(org, "adam", Role.ADMIN)
+
+
+@pytest.fixture
+def bob(org):
+    return _member(org, "bob", Role.REVIEWER)
+
+
+@pytest.fixture
+def vera(org):
+    return _member(org, "vera", Role.VIEWER)
+
+
+@pytest.fixture
+def charlie(other_org):
+    return _member(other_org, "charlie", Role.OWNER)
+
+
+@pytest.fixture
+def project(org, alice):
+    return ProjectFactory(org=org, name="Support bot", created_by=alice)
+
+
+def login(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def alice_client(alice) -> Client:
+    return login(alice)
+
+
+@pytest.fixture
+def api_client():
+    """A client that sends `Authorization: Bearer <token>` for the given user."""
+    from distillapp.accounts.services import api_token_create
+
+    def make(user) -> Client:
+        _token, plain = api_token_create(user=user, name="tests")
+        return Client(HTTP_AUTHORIZATION=f"Bearer {plain}")
+
+    return make

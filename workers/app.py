@@ -1,0 +1,70 @@
+"""The Celery application. Start workers with `celery -A workers.app worker -Q default,teacher`.
+
+Tasks live in `workers/tasks/`: thin, idempotent functions that take ids and call services.
+"""
+
+from __future__ import annotations
+
+import os
+
+import django
+from celery import Celery
+from kombu import Queue as KombuQueue
+
+from workers.queues import Queue
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "distillapp.settings")
+django.setup()
+
+from django.conf import settings  # noqa: E402  (needs django.setup first)
+
+app = Celery("distillery")
+app.conf.update(
+    broker_url=settings.CELERY_BROKER_URL,
+    broker_connection_retry_on_startup=True,
+    task_ignore_result=True,
+    task_always_eager=settings.CELERY_TASK_ALWAYS_EAGER,
+    task_eager_propagates=True,
+    task_default_queue=Queue.DEFAULT.value,
+    task_queues=[KombuQueue(q.value) for q in Queue],
+    # A task is acknowledged only after it finished, and re-delivered if its worker died:
+    # tasks are idempotent (a state guard plus a conditional update) so that is safe.
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,
+    task_soft_time_limit=6 * 3600,
+    task_time_limit=6 * 3600 + 300,
+    worker_hijack_root_logger=False,
+    # Redis re-delivers an unacknowledged task after visibility_timeout; it must exceed the
+    # longest task. The file-system broker (embedded default) shares one folder with the web.
+    broker_transport_options=(
+        {
+            "data_folder_in": str(settings.CELERY_BROKER_DIR / "queue"),
+            "data_folder_out": str(settings.CELERY_BROKER_DIR / "queue"),
+            "processed_folder": str(settings.CELERY_BROKER_DIR / "processed"),
+            "store_processed": False,
+        }
+        if settings.CELERY_BROKER_URL.startswith("filesystem://")
+        else {"visibility_timeout": 7 * 3600}
+    ),
+)
+# Routing by module: workers/tasks/teacher.py runs on `teacher`, gpu.py on `gpu`, the rest on default.
+app.conf.task_routes = {
+    "workers.tasks.teacher.*": {"queue": Queue.TEACHER.value},
+    "workers.tasks.gpu.*": {"queue": Queue.GPU.value},
+    "workers.tasks.*": {"queue": Queue.DEFAULT.value},
+}
+
+
+def _import_task_modules() -> None:
+    """Register every module under workers/tasks; a module's name picks its queue (see routes)."""
+    import importlib
+    import pkgutil
+
+    import workers.tasks
+
+    for module in pkgutil.iter_modules(workers.tasks.__path__):
+        importlib.import_module(f"workers.tasks.{module.name}")
+
+
+_import_task_modules()
