@@ -85,12 +85,13 @@ def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
 
 def _register_routers() -> None:
     from distillapp.accounts.api import router as accounts_router
+    from distillapp.filters.api import router as filters_router
     from distillapp.generation.api import router as generation_router
     from distillapp.projects.api import router as projects_router
     from distillapp.prompts.api import router as prompts_router
     from distillapp.review.api import router as review_router
 
-    for router in (accounts_router, projects_router, prompts_router, generation_router, review_router):
+    for router in (accounts_router, projects_router, prompts_router, generation_router, filters_router, review_router):
         api.add_router("/", router)
 
 

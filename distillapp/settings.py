@@ -36,6 +36,7 @@ INSTALLED_APPS = [
     "distillapp.projects",
     "distillapp.prompts",
     "distillapp.generation",
+    "distillapp.filters",
     "distillapp.review",
 ]
 
@@ -100,6 +101,7 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = Path(env_str("DJANGO_STATIC_ROOT", str(VAR_DIR / "staticfiles")))
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 MEDIA_ROOT = Path(env_str("DISTILLERY_MEDIA_ROOT", str(VAR_DIR / "media")))
 MEDIA_URL = "media/"
 
@@ -121,7 +123,7 @@ if not ENCRYPTION_KEYS:
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
 CELERY_BROKER_DIR = VAR_DIR / "broker"
 if CELERY_BROKER_URL.startswith("filesystem://"):
-    for sub in ("queue", "processed"):
+    for sub in ("queue", "processed", "control"):
         (CELERY_BROKER_DIR / sub).mkdir(parents=True, exist_ok=True)
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 
@@ -140,3 +142,7 @@ SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = False
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
+
+# Review queue (distillapp.review)
+# How often (seconds) opening the queue re-syncs it with new completions and filter verdicts.
+REVIEW_SYNC_SECONDS = env_int("DISTILLERY_REVIEW_SYNC_SECONDS", 30)

@@ -42,6 +42,7 @@ app.conf.update(
             "data_folder_in": str(settings.CELERY_BROKER_DIR / "queue"),
             "data_folder_out": str(settings.CELERY_BROKER_DIR / "queue"),
             "processed_folder": str(settings.CELERY_BROKER_DIR / "processed"),
+            "control_folder": str(settings.CELERY_BROKER_DIR / "control"),
             "store_processed": False,
         }
         if settings.CELERY_BROKER_URL.startswith("filesystem://")

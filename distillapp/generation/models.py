@@ -55,6 +55,10 @@ class JobStatus(models.TextChoices):
     FAILED = "failed", "Failed"
 
 
+ACTIVE_STATUSES = (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.CANCELLING)
+ENDED_STATUSES = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
 class GenerationJob(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="generation_jobs")
     prompt_set = models.ForeignKey(PromptSet, on_delete=models.CASCADE, related_name="generation_jobs")
@@ -76,9 +80,29 @@ class GenerationJob(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # The worker run that owns the job; every write of a run is conditional on it, so a worker
+    # that lost its claim (stale heartbeat, taken over) can no longer write.
+    claim_token = models.CharField(max_length=64, blank=True, default="")
+    # "Retry failed items": the next run also regenerates failed completions.
+    retry_failed = models.BooleanField(default=False)
+    # Throughput and ETA of the current run: items finished when it started, and when.
+    run_started_at = models.DateTimeField(null=True, blank=True)
+    run_start_count = models.IntegerField(default=0)
 
     class Meta:
         ordering = ["-created_at"]
+        indexes = [models.Index(fields=["status", "heartbeat_at"], name="genjob_status_heartbeat")]
+
+    def __str__(self) -> str:
+        return f"Generation job {self.pk}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in ACTIVE_STATUSES
+
+    @property
+    def finished_count(self) -> int:
+        return self.done + self.failed
 
 
 class CompletionStatus(models.TextChoices):

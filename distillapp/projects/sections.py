@@ -12,6 +12,7 @@ from typing import Any
 PROVIDERS = [
     "distillapp.prompts.sections.project_section",
     "distillapp.generation.sections.project_section",
+    "distillapp.filters.sections.project_section",
     "distillapp.review.sections.project_section",
 ]
 

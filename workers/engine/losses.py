@@ -134,13 +134,17 @@ class _ChunkedKD(torch.autograd.Function):
         denom = max(count, 1)
         if grad_buf is not None:
             grad_buf.div_(denom)
-            ctx.save_for_backward(grad_buf.view_as(student_logits))
+        # Kept on ctx rather than save_for_backward: backward scales it in place, once.
+        ctx.grad_buf = None if grad_buf is None else grad_buf.view_as(student_logits)
         return (total / denom).to(student_logits.dtype)
 
     @staticmethod
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
-        (grad_buf,) = ctx.saved_tensors
-        # Multiply in place: the buffer is used once and a copy would double the peak.
+        grad_buf = ctx.grad_buf
+        if grad_buf is None:
+            raise RuntimeError("kd_loss supports one backward pass per forward (no retain_graph reuse)")
+        ctx.grad_buf = None
+        # Scaled in place: a copy would double the peak at exactly the moment it is highest.
         return grad_buf.mul_(grad_output.to(grad_buf.dtype)), None, None, None, None
 
 
