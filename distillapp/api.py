@@ -6,6 +6,7 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import DataError
 from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError
@@ -78,6 +79,13 @@ def _bad_cursor(request: HttpRequest, exc: Exception) -> HttpResponse:
     return api.create_response(request, {"detail": str(exc)}, status=400)
 
 
+@api.exception_handler(DataError)
+def _bad_value(request: HttpRequest, exc: Exception) -> HttpResponse:
+    # The database refused a value the schema let through (NUL bytes, out-of-range numbers,
+    # over-long strings): that is the caller's input, so 400, not 500.
+    return api.create_response(request, {"detail": "A value is not acceptable to the database."}, status=400)
+
+
 @api.exception_handler(HttpError)
 def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
     return api.create_response(request, {"detail": str(exc)}, status=exc.status_code)
@@ -91,7 +99,14 @@ def _register_routers() -> None:
     from distillapp.prompts.api import router as prompts_router
     from distillapp.review.api import router as review_router
 
-    for router in (accounts_router, projects_router, prompts_router, generation_router, filters_router, review_router):
+    for router in (
+        accounts_router,
+        projects_router,
+        prompts_router,
+        generation_router,
+        filters_router,
+        review_router,
+    ):
         api.add_router("/", router)
 
 

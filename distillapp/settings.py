@@ -51,6 +51,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "distillapp.accounts.middleware.CurrentOrganizationMiddleware",
+    "distillapp.core.middleware.DatabaseInputErrorMiddleware",
 ]
 
 ROOT_URLCONF = "distillapp.urls"
@@ -74,7 +75,9 @@ TEMPLATES = [
 
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'distillery.sqlite3'}")
-DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0))}
+DATABASES = {
+    "default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0))
+}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets the web process read while the embedded worker writes.
     DATABASES["default"]["OPTIONS"] = {
@@ -146,3 +149,22 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 # Review queue (distillapp.review)
 # How often (seconds) opening the queue re-syncs it with new completions and filter verdicts.
 REVIEW_SYNC_SECONDS = env_int("DISTILLERY_REVIEW_SYNC_SECONDS", 30)
+
+# Generation jobs (distillapp.generation, workers/teachers)
+# A running job whose worker has not written a heartbeat for this long is taken over by the next
+# worker that gets its task (or re-enqueued when a worker starts).
+GENERATION_STALE_SECONDS = env_int("DISTILLERY_GENERATION_STALE_SECONDS", 90)
+# Backoff of teacher retries: full jitter in [0, min(cap, base * 2^(attempt-1))] seconds.
+TEACHER_BACKOFF_BASE = float(env_str("DISTILLERY_TEACHER_BACKOFF_BASE", "0.5"))
+TEACHER_BACKOFF_CAP = float(env_str("DISTILLERY_TEACHER_BACKOFF_CAP", "30"))
+# "Test teacher" for local models runs a short generation in a subprocess when the weights are at
+# most this many bytes; bigger models are tested by launching a small job on a GPU worker.
+LOCAL_TEACHER_TEST_MAX_BYTES = env_int("DISTILLERY_LOCAL_TEACHER_TEST_MAX_BYTES", 500 * 1024**2)
+# Redis re-delivers an unacknowledged task after this many seconds; it must exceed the longest
+# task (a job's task runs up to the 6 h time limit). Read by workers/app.py.
+CELERY_BROKER_VISIBILITY_TIMEOUT = env_int("DISTILLERY_BROKER_VISIBILITY_TIMEOUT", 7 * 3600)
+
+# Filters (distillapp/filters): the LLM judge's parallel calls per run (also capped by the
+# teacher's own concurrency) and its per-request timeout in seconds.
+FILTERS_JUDGE_CONCURRENCY = env_int("DISTILLERY_JUDGE_CONCURRENCY", 8)
+FILTERS_JUDGE_TIMEOUT = env_int("DISTILLERY_JUDGE_TIMEOUT", 60)

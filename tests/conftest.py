@@ -14,13 +14,25 @@ import pytest
 from django.test import Client
 
 from distillapp.accounts.models import Role
-from tests.factories import MembershipFactory, OrganizationFactory, ProjectFactory, UserFactory
+from tests.factories import (
+    CompletionFactory,
+    GenerationJobFactory,
+    MembershipFactory,
+    OrganizationFactory,
+    ProjectFactory,
+    PromptFactory,
+    PromptSetFactory,
+    TeacherFactory,
+    UserFactory,
+)
 
 
 def _reachable(url: str, default_port: int) -> bool:
     parsed = urlparse(url)
     try:
-        with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or default_port), timeout=1):
+        with socket.create_connection(
+            (parsed.hostname or "127.0.0.1", parsed.port or default_port), timeout=1
+        ):
             return True
     except OSError:
         return False
@@ -97,3 +109,34 @@ def api_client():
         return Client(HTTP_AUTHORIZATION=f"Bearer {plain}")
 
     return make
+
+
+@pytest.fixture
+def world(project, alice, adam, bob, vera, charlie):
+    """One of every object kind in `project`, keyed by the URL kwarg that names it."""
+    from distillapp.accounts.services import api_token_create
+
+    prompt_set = PromptSetFactory(project=project)
+    PromptFactory(prompt_set=prompt_set)
+    teacher = TeacherFactory(project=project)
+    job = GenerationJobFactory(project=project, teacher=teacher, prompt_set=prompt_set)
+    completion = CompletionFactory(job=job, prompt=PromptFactory(prompt_set=prompt_set))
+    token, _plain = api_token_create(user=alice, name="alice's")
+    values = {
+        "org_id": project.org_id,
+        "project_id": project.pk,
+        "prompt_set_id": prompt_set.pk,
+        "teacher_id": teacher.pk,
+        "job_id": job.pk,
+        "completion_id": completion.pk,
+        "token_id": token.pk,
+        "username": "vera",
+    }
+    return {
+        "values": values,
+        "alice": alice,
+        "adam": adam,
+        "bob": bob,
+        "vera": vera,
+        "charlie": charlie,
+    }

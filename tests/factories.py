@@ -93,7 +93,9 @@ class GenerationJobFactory(factory.django.DjangoModelFactory):
     teacher = factory.SubFactory(TeacherFactory)
     project = factory.SelfAttribute("teacher.project")
     prompt_set = factory.SubFactory(PromptSetFactory, project=factory.SelfAttribute("..project"))
-    teacher_snapshot = factory.LazyAttribute(lambda o: {"name": o.teacher.name, "model": o.teacher.model})
+    teacher_snapshot = factory.LazyAttribute(
+        lambda o: {"name": o.teacher.name, "model": o.teacher.model}
+    )
 
 
 class CompletionFactory(factory.django.DjangoModelFactory):

@@ -4,7 +4,19 @@ from __future__ import annotations
 
 from html.parser import HTMLParser
 
-DANGEROUS_TAGS = {"script", "iframe", "object", "embed", "svg", "math", "form", "base", "meta", "link", "style"}
+DANGEROUS_TAGS = {
+    "script",
+    "iframe",
+    "object",
+    "embed",
+    "svg",
+    "math",
+    "form",
+    "base",
+    "meta",
+    "link",
+    "style",
+}
 URL_ATTRS = {"href", "src", "action", "formaction", "xlink:href", "data"}
 
 
@@ -22,7 +34,11 @@ class _Collector(HTMLParser):
                 continue
             if name.startswith("on") or name.startswith("hx-") or name.startswith("data-hx"):
                 self.problems.append(f"{tag}[{name}]")
-            if name in URL_ATTRS and value and value.strip().lower().startswith(("javascript:", "data:", "vbscript:")):
+            if (
+                name in URL_ATTRS
+                and value
+                and value.strip().lower().startswith(("javascript:", "data:", "vbscript:"))
+            ):
                 self.problems.append(f"{tag}[{name}={value}]")
 
 

@@ -19,13 +19,6 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 
 from distillapp.accounts.services import api_token_create
-from tests.factories import (
-    CompletionFactory,
-    GenerationJobFactory,
-    PromptFactory,
-    PromptSetFactory,
-    TeacherFactory,
-)
 
 KWARG = re.compile(r"<(?:(?P<conv>\w+):)?(?P<name>\w+)>")
 # Writes that reviewers may make: anything under a review path (queue, decisions, undo, best pick).
@@ -58,28 +51,16 @@ def _is_api(route: str) -> bool:
     return route.startswith("api/")
 
 
-@pytest.fixture
-def world(project, alice, adam, bob, vera, charlie):
-    prompt_set = PromptSetFactory(project=project)
-    PromptFactory(prompt_set=prompt_set)
-    teacher = TeacherFactory(project=project)
-    job = GenerationJobFactory(project=project, teacher=teacher, prompt_set=prompt_set)
-    completion = CompletionFactory(job=job, prompt=PromptFactory(prompt_set=prompt_set))
-    token, _plain = api_token_create(user=alice, name="alice's")
-    values = {
-        "org_id": project.org_id,
-        "project_id": project.pk,
-        "prompt_set_id": prompt_set.pk,
-        "teacher_id": teacher.pk,
-        "job_id": job.pk,
-        "completion_id": completion.pk,
-        "token_id": token.pk,
-        "username": "vera",
-    }
-    return {"values": values, "alice": alice, "adam": adam, "bob": bob, "vera": vera, "charlie": charlie}
-
-
-BUILDABLE = {"org_id", "project_id", "prompt_set_id", "teacher_id", "job_id", "completion_id", "token_id", "username"}
+BUILDABLE = {
+    "org_id",
+    "project_id",
+    "prompt_set_id",
+    "teacher_id",
+    "job_id",
+    "completion_id",
+    "token_id",
+    "username",
+}
 
 
 def _url(route: str, values: dict) -> str:
@@ -117,8 +98,14 @@ def _sample(schema: dict, spec: dict):
         return schema["enum"][0]
     kind = schema.get("type", "object")
     if kind == "object":
-        return {k: _sample(v, spec) for k, v in schema.get("properties", {}).items() if k in schema.get("required", [])}
-    return {"string": "x", "integer": 1, "number": 0.5, "boolean": False, "array": []}.get(kind, "x")
+        return {
+            k: _sample(v, spec)
+            for k, v in schema.get("properties", {}).items()
+            if k in schema.get("required", [])
+        }
+    return {"string": "x", "integer": 1, "number": 0.5, "boolean": False, "array": []}.get(
+        kind, "x"
+    )
 
 
 def _api_body(route: str, method: str) -> tuple[str | dict, str | None]:
@@ -127,7 +114,7 @@ def _api_body(route: str, method: str) -> tuple[str | dict, str | None]:
     from distillapp.api import api
 
     spec = api.get_openapi_schema()
-    path = "/api/v1/" + KWARG.sub(lambda m: "{" + m.group("name") + "}", route[len("api/v1/"):])
+    path = "/api/v1/" + KWARG.sub(lambda m: "{" + m.group("name") + "}", route[len("api/v1/") :])
     operation = spec["paths"].get(path, {}).get(method, {})
     content = operation.get("requestBody", {}).get("content", {})
     if "application/json" in content:
@@ -136,7 +123,10 @@ def _api_body(route: str, method: str) -> tuple[str | dict, str | None]:
         return json.dumps(_sample(content["application/json"]["schema"], spec)), "application/json"
     if "multipart/form-data" in content:
         body = _sample(content["multipart/form-data"]["schema"], spec)
-        return {k: SimpleUploadedFile("x.jsonl", b'{"prompt": "x"}\n') if k == "file" else v for k, v in body.items()}, None
+        return {
+            k: SimpleUploadedFile("x.jsonl", b'{"prompt": "x"}\n') if k == "file" else v
+            for k, v in body.items()
+        }, None
     return "{}", "application/json"
 
 
@@ -156,7 +146,9 @@ def test_routes_were_discovered():
 
 def test_every_object_kwarg_has_a_builder():
     unknown = {m.group("name") for r in ROUTES for m in KWARG.finditer(r)} - BUILDABLE
-    assert not unknown, f"Add builders to tests/test_access_matrix.py for URL kwargs: {sorted(unknown)}"
+    assert not unknown, (
+        f"Add builders to tests/test_access_matrix.py for URL kwargs: {sorted(unknown)}"
+    )
 
 
 def _check(world, user_key: str, expect) -> list[str]:
@@ -170,7 +162,9 @@ def _check(world, user_key: str, expect) -> list[str]:
             response = _request(clients[api], method, url, route, api)
             problem = expect(route, method, response.status_code)
             if problem:
-                failures.append(f"{method.upper()} {url} ({route}) as {user_key}: {response.status_code} {problem}")
+                failures.append(
+                    f"{method.upper()} {url} ({route}) as {user_key}: {response.status_code} {problem}"
+                )
     return failures
 
 

@@ -49,7 +49,10 @@ def test_web_healthcheck_url_exists():
 def test_workers_use_the_real_celery_app_and_queues():
     from celery import Celery
 
-    for service, queues, concurrency in (("worker", {"default", "teacher"}, None), ("gpu-worker", {"gpu"}, "1")):
+    for service, queues, concurrency in (
+        ("worker", {"default", "teacher"}, None),
+        ("gpu-worker", {"gpu"}, "1"),
+    ):
         argv = _command(service)
         assert argv[:1] == ["celery"]
         app = importlib.import_module(_option(argv, "-A")).app

@@ -6,7 +6,9 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-READS = re.compile(r"""(?:env_str|env_bool|env_int|env_list|os\.environ\.get|os\.getenv|os\.environ\.setdefault)\(\s*["']([A-Z][A-Z0-9_]+)["']""")
+READS = re.compile(
+    r"""(?:env_str|env_bool|env_int|env_list|os\.environ\.get|os\.getenv|os\.environ\.setdefault)\(\s*["']([A-Z][A-Z0-9_]+)["']"""
+)
 # Set by tooling rather than by users.
 NOT_USER_SETTINGS = {"DJANGO_SETTINGS_MODULE"}
 

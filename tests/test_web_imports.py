@@ -31,4 +31,6 @@ def test_importing_the_web_app_does_not_import_torch():
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-1] == "none", f"heavy modules imported: {result.stdout}"
+    assert result.stdout.strip().splitlines()[-1] == "none", (
+        f"heavy modules imported: {result.stdout}"
+    )

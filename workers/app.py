@@ -46,7 +46,7 @@ app.conf.update(
             "store_processed": False,
         }
         if settings.CELERY_BROKER_URL.startswith("filesystem://")
-        else {"visibility_timeout": 7 * 3600}
+        else {"visibility_timeout": settings.CELERY_BROKER_VISIBILITY_TIMEOUT}
     ),
 )
 # Routing by module: workers/tasks/teacher.py runs on `teacher`, gpu.py on `gpu`, the rest on default.

@@ -32,12 +32,16 @@ def require_role(membership: Membership | None, role: str) -> Membership:
     return membership
 
 
-def get_org_for_user(user: Any, org_id: int, role: str = Role.VIEWER) -> tuple[Organization, Membership]:
+def get_org_for_user(
+    user: Any, org_id: int, role: str = Role.VIEWER
+) -> tuple[Organization, Membership]:
     membership = require_role(membership_for(user, org_id), role)
     return membership.org, membership
 
 
-def get_project_for_user(user: Any, project_id: int, role: str = Role.VIEWER) -> tuple[Project, Membership]:
+def get_project_for_user(
+    user: Any, project_id: int, role: str = Role.VIEWER
+) -> tuple[Project, Membership]:
     from distillapp.projects.models import Project
 
     project = Project.objects.select_related("org").filter(pk=project_id).first()
@@ -47,7 +51,9 @@ def get_project_for_user(user: Any, project_id: int, role: str = Role.VIEWER) ->
     return project, membership
 
 
-def get_scoped_object(user: Any, queryset: Any, pk: int, role: str = Role.VIEWER) -> tuple[Any, Membership]:
+def get_scoped_object(
+    user: Any, queryset: Any, pk: int, role: str = Role.VIEWER
+) -> tuple[Any, Membership]:
     """Fetch any object with a `project` relation, checking the user's role in its organisation."""
     obj = queryset.select_related("project", "project__org").filter(pk=pk).first()
     if obj is None:

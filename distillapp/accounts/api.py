@@ -42,7 +42,10 @@ def _member_out(m: Membership) -> MemberOut:
 
 @router.get("/orgs", response=list[OrgOut])
 def list_orgs(request: HttpRequest) -> list[OrgOut]:
-    return [OrgOut(id=m.org_id, name=m.org.name, role=m.role) for m in memberships_for_user(request.user)]
+    return [
+        OrgOut(id=m.org_id, name=m.org.name, role=m.role)
+        for m in memberships_for_user(request.user)
+    ]
 
 
 @router.post("/orgs", response={201: OrgOut})
@@ -69,8 +72,14 @@ def add_member(request: HttpRequest, org_id: int, payload: MemberIn) -> tuple[in
 @router.patch("/orgs/{org_id}/members/{username}", response=MemberOut)
 def set_member_role(request: HttpRequest, org_id: int, username: str, payload: RoleIn) -> MemberOut:
     _org, actor = get_org_for_user(request.user, org_id, Role.ADMIN)
-    membership = get_object_or_404(Membership.objects.select_related("user"), org_id=org_id, user__username=username)
-    return _member_out(services.membership_set_role(membership=membership, role=payload.role, actor_membership=actor))
+    membership = get_object_or_404(
+        Membership.objects.select_related("user"), org_id=org_id, user__username=username
+    )
+    return _member_out(
+        services.membership_set_role(
+            membership=membership, role=payload.role, actor_membership=actor
+        )
+    )
 
 
 @router.delete("/orgs/{org_id}/members/{username}", response={204: None})

@@ -28,13 +28,17 @@ class Organization(models.Model):
 
 
 class Membership(models.Model):
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
     org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="memberships")
     role = models.CharField(max_length=16, choices=Role.choices, default=Role.VIEWER)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["user", "org"], name="membership_unique_user_org")]
+        constraints = [
+            models.UniqueConstraint(fields=["user", "org"], name="membership_unique_user_org")
+        ]
 
     def __str__(self) -> str:
         return f"{self.user} in {self.org} as {self.role}"
@@ -43,7 +47,9 @@ class Membership(models.Model):
 class ApiToken(models.Model):
     """A bearer token. Only its SHA-256 is stored; the plain token is shown once at creation."""
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
     name = models.CharField(max_length=120)
     prefix = models.CharField(max_length=12)
     token_hash = models.CharField(max_length=64, unique=True)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
@@ -8,7 +10,7 @@ from distillapp.accounts.models import ApiToken, Membership
 SESSION_ORG_KEY = "current_org_id"
 
 
-def memberships_for_user(user: object) -> QuerySet[Membership]:
+def memberships_for_user(user: Any) -> QuerySet[Membership]:
     return Membership.objects.filter(user=user).select_related("org").order_by("org__name")
 
 
@@ -25,8 +27,10 @@ def current_membership(request: HttpRequest) -> Membership | None:
 
 
 def org_members(org_id: int) -> QuerySet[Membership]:
-    return Membership.objects.filter(org_id=org_id).select_related("user").order_by("user__username")
+    return (
+        Membership.objects.filter(org_id=org_id).select_related("user").order_by("user__username")
+    )
 
 
-def api_tokens_for_user(user: object) -> QuerySet[ApiToken]:
+def api_tokens_for_user(user: Any) -> QuerySet[ApiToken]:
     return ApiToken.objects.filter(user=user, revoked_at__isnull=True).order_by("-created_at")

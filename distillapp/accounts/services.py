@@ -32,7 +32,9 @@ def organization_create(*, name: str, owner: Any) -> Organization:
     return org
 
 
-def membership_add(*, org: Organization, username: str, role: str, actor_membership: Membership) -> Membership:
+def membership_add(
+    *, org: Organization, username: str, role: str, actor_membership: Membership
+) -> Membership:
     """Add a member by username. Only owners may grant the owner role."""
     if role not in Role.values:
         raise ValidationError({"role": f"Unknown role {role!r}."})
@@ -47,7 +49,9 @@ def membership_add(*, org: Organization, username: str, role: str, actor_members
 
 
 @transaction.atomic
-def membership_set_role(*, membership: Membership, role: str, actor_membership: Membership) -> Membership:
+def membership_set_role(
+    *, membership: Membership, role: str, actor_membership: Membership
+) -> Membership:
     if role not in Role.values:
         raise ValidationError({"role": f"Unknown role {role!r}."})
     touches_owner = Role.OWNER in (role, membership.role)
@@ -90,7 +94,9 @@ def api_token_create(*, user: Any, name: str = "") -> tuple[ApiToken, str]:
 
 def api_token_revoke(*, user: Any, token_id: int) -> bool:
     return bool(
-        ApiToken.objects.filter(pk=token_id, user=user, revoked_at__isnull=True).update(revoked_at=timezone.now())
+        ApiToken.objects.filter(pk=token_id, user=user, revoked_at__isnull=True).update(
+            revoked_at=timezone.now()
+        )
     )
 
 

@@ -12,8 +12,16 @@ urlpatterns = [
     path("orgs/new/", views.org_create, name="org_create"),
     path("orgs/<int:org_id>/members/", views.org_members_page, name="org_members"),
     path("orgs/<int:org_id>/members/add/", views.org_member_add, name="org_member_add"),
-    path("orgs/<int:org_id>/members/<str:username>/role/", views.org_member_role, name="org_member_role"),
-    path("orgs/<int:org_id>/members/<str:username>/remove/", views.org_member_remove, name="org_member_remove"),
+    path(
+        "orgs/<int:org_id>/members/<str:username>/role/",
+        views.org_member_role,
+        name="org_member_role",
+    ),
+    path(
+        "orgs/<int:org_id>/members/<str:username>/remove/",
+        views.org_member_remove,
+        name="org_member_remove",
+    ),
     path("account/tokens/", views.tokens_page, name="tokens"),
     path("account/tokens/new/", views.token_create, name="token_create"),
     path("account/tokens/<int:token_id>/revoke/", views.token_revoke, name="token_revoke"),

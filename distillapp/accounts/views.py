@@ -45,7 +45,12 @@ def org_create(request: HtmxHttpRequest) -> HttpResponse:
             request.session[SESSION_ORG_KEY] = org.pk
             messages.success(request, f"Created {org.name}. You are its owner.")
             return redirect("home")
-    return render(request, "accounts/org_create.html", {"errors": errors, "name": name}, status=422 if errors else 200)
+    return render(
+        request,
+        "accounts/org_create.html",
+        {"errors": errors, "name": name},
+        status=422 if errors else 200,
+    )
 
 
 @login_required
@@ -81,7 +86,9 @@ def org_member_add(request: HtmxHttpRequest, org_id: int) -> HttpResponse:
             for msg in msgs:
                 messages.error(request, msg)
     else:
-        messages.success(request, f"Added {added.user.username} as {added.get_role_display().lower()}.")
+        messages.success(
+            request, f"Added {added.user.username} as {added.get_role_display().lower()}."
+        )
     return redirect("org_members", org_id=org_id)
 
 
@@ -89,9 +96,13 @@ def org_member_add(request: HtmxHttpRequest, org_id: int) -> HttpResponse:
 @require_POST
 def org_member_role(request: HtmxHttpRequest, org_id: int, username: str) -> HttpResponse:
     _org, actor = get_org_for_user(request.user, org_id, Role.ADMIN)
-    membership = get_object_or_404(Membership.objects.select_related("user"), org_id=org_id, user__username=username)
+    membership = get_object_or_404(
+        Membership.objects.select_related("user"), org_id=org_id, user__username=username
+    )
     try:
-        services.membership_set_role(membership=membership, role=request.POST.get("role", ""), actor_membership=actor)
+        services.membership_set_role(
+            membership=membership, role=request.POST.get("role", ""), actor_membership=actor
+        )
     except ValidationError as exc:
         for msgs in form_errors(exc).values():
             for msg in msgs:

@@ -22,7 +22,9 @@ def decrypt_secret(token: str) -> str:
     try:
         return _fernet().decrypt(token.encode()).decode()
     except InvalidToken as exc:
-        raise SecretDecryptionError("The secret cannot be decrypted with the configured keys.") from exc
+        raise SecretDecryptionError(
+            "The secret cannot be decrypted with the configured keys."
+        ) from exc
 
 
 def rotate_secret(token: str) -> str:

@@ -34,7 +34,13 @@ class ProjectPatch(Schema):
 
 
 def _out(p: Project) -> ProjectOut:
-    return ProjectOut(id=p.pk, org_id=p.org_id, name=p.name, guidelines_md=p.guidelines_md, created_at=p.created_at)
+    return ProjectOut(
+        id=p.pk,
+        org_id=p.org_id,
+        name=p.name,
+        guidelines_md=p.guidelines_md,
+        created_at=p.created_at,
+    )
 
 
 @router.get("/projects", response=list[ProjectOut])
@@ -60,7 +66,11 @@ def get_project(request: HttpRequest, project_id: int) -> ProjectOut:
 @router.patch("/projects/{project_id}", response=ProjectOut)
 def patch_project(request: HttpRequest, project_id: int, payload: ProjectPatch) -> ProjectOut:
     project, _m = get_project_for_user(request.user, project_id, Role.ADMIN)
-    return _out(services.project_update(project=project, name=payload.name, guidelines_md=payload.guidelines_md))
+    return _out(
+        services.project_update(
+            project=project, name=payload.name, guidelines_md=payload.guidelines_md
+        )
+    )
 
 
 @router.delete("/projects/{project_id}", response={204: None})

@@ -11,11 +11,15 @@ class Project(models.Model):
     name = models.CharField(max_length=120)
     guidelines_md = models.TextField(blank=True, default="")
     settings = models.JSONField(default=dict, blank=True)
-    created_by = models.ForeignKey(django_settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
+    created_by = models.ForeignKey(
+        django_settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["org", "name"], name="project_unique_name_in_org")]
+        constraints = [
+            models.UniqueConstraint(fields=["org", "name"], name="project_unique_name_in_org")
+        ]
         ordering = ["name"]
 
     def __str__(self) -> str:

@@ -25,14 +25,23 @@ def _clean_name(name: str, *, org_id: int, exclude_pk: int | None = None) -> str
     return name
 
 
-def project_create(*, org: Organization, name: str, guidelines_md: str = "", created_by: Any = None) -> Project:
+def project_create(
+    *, org: Organization, name: str, guidelines_md: str = "", created_by: Any = None
+) -> Project:
     return Project.objects.create(
-        org=org, name=_clean_name(name, org_id=org.pk), guidelines_md=guidelines_md or "", created_by=created_by
+        org=org,
+        name=_clean_name(name, org_id=org.pk),
+        guidelines_md=guidelines_md or "",
+        created_by=created_by,
     )
 
 
 def project_update(
-    *, project: Project, name: str | None = None, guidelines_md: str | None = None, settings: dict | None = None
+    *,
+    project: Project,
+    name: str | None = None,
+    guidelines_md: str | None = None,
+    settings: dict | None = None,
 ) -> Project:
     fields = []
     if name is not None:

@@ -25,7 +25,7 @@ def home(request: HtmxHttpRequest) -> HttpResponse:
         "projects/home.html",
         {
             "projects": projects,
-            "can_manage": bool(membership) and role_at_least(membership.role, Role.ADMIN),
+            "can_manage": membership is not None and role_at_least(membership.role, Role.ADMIN),
         },
     )
 
@@ -40,7 +40,9 @@ def project_create(request: HtmxHttpRequest) -> HttpResponse:
     org, _m = get_org_for_user(request.user, membership.org_id, Role.ADMIN)
     try:
         project = services.project_create(
-            org=org, name=request.POST.get("name", ""), guidelines_md=request.POST.get("guidelines_md", ""),
+            org=org,
+            name=request.POST.get("name", ""),
+            guidelines_md=request.POST.get("guidelines_md", ""),
             created_by=request.user,
         )
     except ValidationError as exc:

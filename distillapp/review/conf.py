@@ -35,9 +35,14 @@ def review_settings(project: Any) -> ReviewSettings:
     filters = (project.settings or {}).get("filters") or {}
     judge = filters.get("judge") or {}
     try:
-        threshold = float(judge.get("threshold", 7))
-    except (TypeError, ValueError):
-        threshold = 7.0
+        from distillapp.filters.selectors import filter_config_for_project
+
+        threshold = float(filter_config_for_project(project=project).judge_threshold)
+    except (ImportError, AttributeError, TypeError, ValueError):
+        try:
+            threshold = float(judge.get("threshold", 7))
+        except (TypeError, ValueError):
+            threshold = 7.0
     reasons = [str(r) for r in raw.get("reasons") or DEFAULT_REASONS if str(r).strip()][:MAX_REASONS]
     order = raw.get("order") if raw.get("order") in ORDERS else "uncertain"
     return ReviewSettings(

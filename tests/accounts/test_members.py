@@ -17,7 +17,10 @@ def _client(user) -> Client:
 
 def test_admin_adds_a_member_by_username_and_sets_role(alice, adam):
     UserFactory(username="newbie")
-    response = _client(adam).post(f"/orgs/{alice.memberships.get().org_id}/members/add/", {"username": "newbie", "role": "reviewer"})
+    response = _client(adam).post(
+        f"/orgs/{alice.memberships.get().org_id}/members/add/",
+        {"username": "newbie", "role": "reviewer"},
+    )
     assert response.status_code == 302
     membership = Membership.objects.get(user__username="newbie")
     assert membership.role == Role.REVIEWER
@@ -27,7 +30,9 @@ def test_admin_adds_a_member_by_username_and_sets_role(alice, adam):
 
 
 def test_adding_an_unknown_user_says_so(alice_client, org):
-    response = alice_client.post(f"/orgs/{org.pk}/members/add/", {"username": "ghost", "role": "viewer"}, follow=True)
+    response = alice_client.post(
+        f"/orgs/{org.pk}/members/add/", {"username": "ghost", "role": "viewer"}, follow=True
+    )
     assert b"No user named" in response.content
     assert not Membership.objects.filter(user__username="ghost").exists()
 
@@ -35,7 +40,9 @@ def test_adding_an_unknown_user_says_so(alice_client, org):
 def test_admin_cannot_make_an_owner(adam, org, api_client):
     UserFactory(username="newbie")
     response = api_client(adam).post(
-        f"/api/v1/orgs/{org.pk}/members", {"username": "newbie", "role": "owner"}, content_type="application/json"
+        f"/api/v1/orgs/{org.pk}/members",
+        {"username": "newbie", "role": "owner"},
+        content_type="application/json",
     )
     assert response.status_code == 403
 
@@ -59,7 +66,9 @@ def test_members_api_lists_and_removes(alice, bob, org, api_client):
 def test_viewer_cannot_add_members(vera, org, api_client):
     UserFactory(username="newbie")
     response = api_client(vera).post(
-        f"/api/v1/orgs/{org.pk}/members", {"username": "newbie", "role": "viewer"}, content_type="application/json"
+        f"/api/v1/orgs/{org.pk}/members",
+        {"username": "newbie", "role": "viewer"},
+        content_type="application/json",
     )
     assert response.status_code == 403
 
@@ -80,9 +89,13 @@ def test_switching_to_a_foreign_org_is_refused(alice, other_org):
 
 
 def test_creating_an_org_makes_you_owner(alice, api_client):
-    response = api_client(alice).post("/api/v1/orgs", {"name": "Initech"}, content_type="application/json")
+    response = api_client(alice).post(
+        "/api/v1/orgs", {"name": "Initech"}, content_type="application/json"
+    )
     assert response.status_code == 201 and response.json()["role"] == "owner"
-    duplicate = api_client(alice).post("/api/v1/orgs", {"name": "initech"}, content_type="application/json")
+    duplicate = api_client(alice).post(
+        "/api/v1/orgs", {"name": "initech"}, content_type="application/json"
+    )
     assert duplicate.status_code == 422
 
 
@@ -90,10 +103,17 @@ def test_login_and_logout_through_the_forms(alice):
     client = Client(enforce_csrf_checks=True)
     page = client.get("/login/")
     token = page.cookies["csrftoken"].value
-    response = client.post("/login/", {"username": "alice", "password": "password", "csrfmiddlewaretoken": token})
+    response = client.post(
+        "/login/", {"username": "alice", "password": "password", "csrfmiddlewaretoken": token}
+    )
     assert response.status_code == 302
     assert client.get("/").status_code == 200
-    assert client.post("/logout/", {"csrfmiddlewaretoken": client.cookies["csrftoken"].value}).status_code == 302
+    assert (
+        client.post(
+            "/logout/", {"csrfmiddlewaretoken": client.cookies["csrftoken"].value}
+        ).status_code
+        == 302
+    )
     assert client.get("/").status_code == 302
 
 

@@ -14,7 +14,10 @@ pytestmark = pytest.mark.django_db
 
 def test_token_is_stored_hashed_and_authenticates(alice):
     token, plain = api_token_create(user=alice, name="ci")
-    assert plain not in token.token_hash and token.token_hash == hashlib.sha256(plain.encode()).hexdigest()
+    assert (
+        plain not in token.token_hash
+        and token.token_hash == hashlib.sha256(plain.encode()).hexdigest()
+    )
     response = Client(HTTP_AUTHORIZATION=f"Bearer {plain}").get("/api/v1/orgs")
     assert response.status_code == 200
     assert response.json()[0]["name"] == "Acme"

@@ -3,7 +3,12 @@ from __future__ import annotations
 import pytest
 from cryptography.fernet import Fernet
 
-from distillapp.core.crypto import SecretDecryptionError, decrypt_secret, encrypt_secret, rotate_secret
+from distillapp.core.crypto import (
+    SecretDecryptionError,
+    decrypt_secret,
+    encrypt_secret,
+    rotate_secret,
+)
 from distillapp.core.cursor import InvalidCursor, decode_cursor, encode_cursor
 from distillapp.core.markdown import render_markdown
 from tests.inert_html import active_content
@@ -27,7 +32,9 @@ def test_markdown_strips_active_content(payload):
 
 
 def test_inert_check_would_catch_active_content():
-    assert active_content('<img src=x onerror="x()"><a href="javascript:x()">a</a><div hx-get="/e"></div>')
+    assert active_content(
+        '<img src=x onerror="x()"><a href="javascript:x()">a</a><div hx-get="/e"></div>'
+    )
 
 
 def test_markdown_keeps_code_blocks_and_formatting():

@@ -12,7 +12,9 @@ def test_admin_creates_renames_and_deletes_a_project(alice_client, org):
     response = alice_client.post("/projects/new/", {"name": "Math tutor"})
     project = Project.objects.get(name="Math tutor")
     assert response.status_code == 302 and response["Location"] == f"/projects/{project.pk}/"
-    alice_client.post(f"/projects/{project.pk}/settings/", {"name": "Math tutor v2", "guidelines_md": "# Rules"})
+    alice_client.post(
+        f"/projects/{project.pk}/settings/", {"name": "Math tutor v2", "guidelines_md": "# Rules"}
+    )
     project.refresh_from_db()
     assert project.name == "Math tutor v2" and project.guidelines_md == "# Rules"
     refused = alice_client.post(f"/projects/{project.pk}/delete/", {"confirm_name": "wrong"})
@@ -34,10 +36,12 @@ def test_home_shows_empty_state_then_projects(alice_client, org):
 
 
 def test_guidelines_markdown_is_sanitised(alice_client, project):
-    project.guidelines_md = '**bold** <script>alert(1)</script> [x](javascript:alert(1)) <img src=x onerror=alert(1)>'
+    project.guidelines_md = (
+        "**bold** <script>alert(1)</script> [x](javascript:alert(1)) <img src=x onerror=alert(1)>"
+    )
     project.save()
     body = alice_client.get(f"/projects/{project.pk}/").content.decode()
-    guidelines = body[body.index('class="markdown"'):]
+    guidelines = body[body.index('class="markdown"') :]
     guidelines = guidelines[: guidelines.index("</div>")]
     assert "<strong>bold</strong>" in guidelines
     assert active_content("<div " + guidelines) == []
@@ -45,11 +49,17 @@ def test_guidelines_markdown_is_sanitised(alice_client, project):
 
 def test_projects_api_crud(alice, org, api_client):
     client = api_client(alice)
-    created = client.post("/api/v1/projects", {"org_id": org.pk, "name": "API project"}, content_type="application/json")
+    created = client.post(
+        "/api/v1/projects",
+        {"org_id": org.pk, "name": "API project"},
+        content_type="application/json",
+    )
     assert created.status_code == 201
     pid = created.json()["id"]
     assert [p["name"] for p in client.get("/api/v1/projects").json()] == ["API project"]
-    patched = client.patch(f"/api/v1/projects/{pid}", {"guidelines_md": "hi"}, content_type="application/json")
+    patched = client.patch(
+        f"/api/v1/projects/{pid}", {"guidelines_md": "hi"}, content_type="application/json"
+    )
     assert patched.json()["guidelines_md"] == "hi"
     assert client.delete(f"/api/v1/projects/{pid}").status_code == 204
     assert client.get(f"/api/v1/projects/{pid}").status_code == 404
@@ -58,14 +68,18 @@ def test_projects_api_crud(alice, org, api_client):
 def test_projects_api_hides_other_orgs(alice, charlie, project, api_client):
     assert api_client(charlie).get("/api/v1/projects").json() == []
     response = api_client(charlie).post(
-        "/api/v1/projects", {"org_id": project.org_id, "name": "intrude"}, content_type="application/json"
+        "/api/v1/projects",
+        {"org_id": project.org_id, "name": "intrude"},
+        content_type="application/json",
     )
     assert response.status_code == 404
 
 
 def test_projects_api_validates_input(alice, org, api_client):
     client = api_client(alice)
-    empty = client.post("/api/v1/projects", {"org_id": org.pk, "name": "  "}, content_type="application/json")
+    empty = client.post(
+        "/api/v1/projects", {"org_id": org.pk, "name": "  "}, content_type="application/json"
+    )
     assert empty.status_code == 422 and empty.json()["detail"]
     garbage = client.post("/api/v1/projects", "not json", content_type="application/json")
     assert garbage.status_code in (400, 422) and "detail" in garbage.json()

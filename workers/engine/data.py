@@ -200,3 +200,28 @@ def load_records(path: str, method: str) -> list[Record]:
     if errors:
         raise DataValidationError(path, errors)
     return records
+
+
+def load_prompts(path: str) -> list[list[dict[str, str]]]:
+    """A prompts file for generation: only ``messages`` is needed per line."""
+    prompts: list[list[dict[str, str]]] = []
+    errors: list[tuple[int, str]] = []
+    with open(path, encoding="utf-8") as fh:
+        for n, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                continue
+            try:
+                obj = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                errors.append((n, f"not valid JSON: {exc.msg}"))
+                continue
+            problem = _check_messages(obj.get("messages") if isinstance(obj, dict) else None)
+            if problem:
+                errors.append((n, problem))
+            else:
+                prompts.append(obj["messages"])
+            if len(errors) >= MAX_ERRORS:
+                break
+    if errors:
+        raise DataValidationError(path, errors)
+    return prompts

@@ -24,13 +24,25 @@ class Command(BaseCommand):
         queues = ",".join(q.value for q in Queue)
         commands = {
             "worker": [
-                sys.executable, "-m", "celery", "-A", "workers.app", "worker",
-                "-Q", queues, "-c", str(options["concurrency"]), "--loglevel", "INFO",
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "workers.app",
+                "worker",
+                "-Q",
+                queues,
+                "-c",
+                str(options["concurrency"]),
+                "--loglevel",
+                "INFO",
             ],
             "web": [sys.executable, "manage.py", "runserver", options["addr"], "--noreload"],
         }
         children = {name: subprocess.Popen(cmd) for name, cmd in commands.items()}
-        self.stdout.write(f"Distillery at http://{options['addr']} with a worker on {queues}. Ctrl-C stops both.")
+        self.stdout.write(
+            f"Distillery at http://{options['addr']} with a worker on {queues}. Ctrl-C stops both."
+        )
 
         stopping = False
 
