@@ -105,6 +105,8 @@ STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = Path(env_str("DJANGO_STATIC_ROOT", str(VAR_DIR / "staticfiles")))
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+# WhiteNoise serves static/ straight from the app folders too, so `make run` needs no collectstatic.
+WHITENOISE_USE_FINDERS = True
 MEDIA_ROOT = Path(env_str("DISTILLERY_MEDIA_ROOT", str(VAR_DIR / "media")))
 MEDIA_URL = "media/"
 

@@ -107,3 +107,50 @@ class CompletionFactory(factory.django.DjangoModelFactory):
     sample_index = 0
     text = factory.Sequence(lambda n: f"The answer is {n}.")
     finish_reason = "stop"
+
+
+# ---- filters ---------------------------------------------------------------------------------
+
+
+class CompletionVerdictFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "filters.CompletionVerdict"
+
+    completion = factory.SubFactory(CompletionFactory)
+    project = factory.SelfAttribute("completion.job.project")
+    state = "filtered"
+    flags = factory.LazyFunction(lambda: ["refusal"])
+    reasons = factory.LazyFunction(lambda: {"refusal": "Contains the refusal phrase “I'm sorry, but I can't”."})
+
+
+class FilterRunFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "filters.FilterRun"
+
+    project = factory.SubFactory(ProjectFactory)
+    status = "succeeded"
+
+
+# ---- review ----------------------------------------------------------------------------------
+
+
+class ReviewItemFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "review.ReviewItem"
+
+    completion = factory.SubFactory(CompletionFactory)
+    project = factory.SelfAttribute("completion.job.project")
+    job = factory.SelfAttribute("completion.job")
+    prompt = factory.SelfAttribute("completion.prompt")
+    state = "open"
+
+
+class ReviewFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "review.Review"
+
+    completion = factory.SubFactory(CompletionFactory)
+    project = factory.SelfAttribute("completion.job.project")
+    reviewer = factory.SubFactory(UserFactory)
+    decision = "approve"
+    original_text = factory.SelfAttribute("completion.text")

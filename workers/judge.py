@@ -42,7 +42,7 @@ class JudgeParseError(ValueError):
 
 _FRACTION = re.compile(r"(?<![\d.])(10|[1-9](?:\.\d+)?)\s*(?:/|out of)\s*10\b", re.IGNORECASE)
 _SCORE_WORD = re.compile(r"score\W{0,3}(10|[1-9](?:\.\d+)?)(?![\d])", re.IGNORECASE)
-_INTEGER = re.compile(r"(?<![\d.])(\d+)(?![\d.])")
+_INTEGER = re.compile(r"(?<![\d.])(\d+)(?!\d|\.\d)")
 
 
 def _valid(score: Any) -> float | None:
@@ -60,7 +60,9 @@ def parse_judgement(text: str) -> tuple[float, str]:
     text = (text or "").strip()
     if not text:
         raise JudgeParseError("The judge sent an empty reply.")
-    for candidate in re.findall(r"\{.*?\}", text, re.DOTALL) + re.findall(r"\{.*\}", text, re.DOTALL):
+    for candidate in re.findall(r"\{.*?\}", text, re.DOTALL) + re.findall(
+        r"\{.*\}", text, re.DOTALL
+    ):
         try:
             data = json.loads(candidate)
         except ValueError:
@@ -106,7 +108,9 @@ class JudgeClient:
     ) -> None:
         import openai
 
-        self.client = openai.OpenAI(base_url=base_url, api_key=api_key or "none", max_retries=2, timeout=timeout)
+        self.client = openai.OpenAI(
+            base_url=base_url, api_key=api_key or "none", max_retries=2, timeout=timeout
+        )
         self.model = model
         self.rubric = rubric
         self.concurrency = max(1, concurrency)
@@ -116,7 +120,9 @@ class JudgeClient:
         try:
             reply = self.client.chat.completions.create(
                 model=self.model,
-                messages=build_messages(rubric=self.rubric, prompt=item.prompt, completion=item.completion),  # type: ignore[arg-type]
+                messages=build_messages(
+                    rubric=self.rubric, prompt=item.prompt, completion=item.completion
+                ),  # type: ignore[arg-type]
                 temperature=0,
                 max_tokens=self.max_tokens,
             )
@@ -143,7 +149,9 @@ class JudgeClient:
         self.client.close()
 
 
-def client_for_teacher(teacher: Any, *, rubric: str, concurrency: int, timeout: float) -> JudgeClient:
+def client_for_teacher(
+    teacher: Any, *, rubric: str, concurrency: int, timeout: float
+) -> JudgeClient:
     """A JudgeClient for a `generation.Teacher` of kind openai (its key decrypted here only)."""
     from distillapp.core.crypto import decrypt_secret
 

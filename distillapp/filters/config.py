@@ -24,7 +24,18 @@ EXACT_DUPLICATE = "exact_duplicate"
 NEAR_DUPLICATE = "near_duplicate"
 JUDGE = "judge"
 
-FILTER_NAMES = [EMPTY, TRUNCATED, LENGTH, REFUSAL, REPETITION, ECHO, REFERENCE, EXACT_DUPLICATE, NEAR_DUPLICATE, JUDGE]
+FILTER_NAMES = [
+    EMPTY,
+    TRUNCATED,
+    LENGTH,
+    REFUSAL,
+    REPETITION,
+    ECHO,
+    REFERENCE,
+    EXACT_DUPLICATE,
+    NEAR_DUPLICATE,
+    JUDGE,
+]
 FILTER_LABELS = {
     EMPTY: "Empty or whitespace",
     TRUNCATED: "Truncated (hit max tokens)",
@@ -111,7 +122,9 @@ def _as_int(errors: dict[str, list[str]], name: str, value: Any, *, lo: int, hi:
     return number
 
 
-def _as_float(errors: dict[str, list[str]], name: str, value: Any, *, lo: float, hi: float) -> float | None:
+def _as_float(
+    errors: dict[str, list[str]], name: str, value: Any, *, lo: float, hi: float
+) -> float | None:
     try:
         if isinstance(value, bool):
             raise ValueError
@@ -128,16 +141,15 @@ def _as_float(errors: dict[str, list[str]], name: str, value: Any, *, lo: float,
 def validate_config(data: dict[str, Any], *, partial: bool = False) -> FilterConfig:
     """Check a config dict and return it as a FilterConfig; raise ValidationError {field: [msg]}.
 
-    With `partial`, missing keys take their defaults (stored configs); otherwise too (a form or the
-    API may send only what it changes) — the flag only tolerates unknown keys in stored data.
+    Missing keys take their defaults. `partial` (stored data) tolerates unknown keys; a form or
+    the API gets an error for each.
     """
     if not isinstance(data, dict):
         raise ValidationError("The filter configuration must be an object.")
-    unknown = set(data) - FIELD_NAMES
-    if unknown and not partial:
-        raise ValidationError({k: ["Unknown setting."] for k in sorted(unknown)})
     base = FilterConfig()
     errors: dict[str, list[str]] = {}
+    if not partial:
+        errors.update({k: ["Unknown setting."] for k in sorted(set(data) - FIELD_NAMES)})
     out: dict[str, Any] = {}
 
     enabled = data.get("enabled", base.enabled)
@@ -149,9 +161,17 @@ def validate_config(data: dict[str, Any], *, partial: bool = False) -> FilterCon
             errors["enabled"] = [f"Unknown filter: {', '.join(bad)}."]
         out["enabled"] = [n for n in FILTER_NAMES if n in enabled]
 
-    out["min_chars"] = _as_int(errors, "min_chars", data.get("min_chars", base.min_chars), lo=0, hi=10_000_000)
-    out["max_chars"] = _as_int(errors, "max_chars", data.get("max_chars", base.max_chars), lo=1, hi=10_000_000)
-    if out["min_chars"] is not None and out["max_chars"] is not None and out["min_chars"] > out["max_chars"]:
+    out["min_chars"] = _as_int(
+        errors, "min_chars", data.get("min_chars", base.min_chars), lo=0, hi=10_000_000
+    )
+    out["max_chars"] = _as_int(
+        errors, "max_chars", data.get("max_chars", base.max_chars), lo=1, hi=10_000_000
+    )
+    if (
+        out["min_chars"] is not None
+        and out["max_chars"] is not None
+        and out["min_chars"] > out["max_chars"]
+    ):
         errors.setdefault("max_chars", []).append("The maximum must be at least the minimum.")
 
     phrases = data.get("refusal_phrases", base.refusal_phrases)
@@ -171,9 +191,15 @@ def validate_config(data: dict[str, Any], *, partial: bool = False) -> FilterCon
             errors["refusal_phrases"] = ["At most 500 phrases."]
         out["refusal_phrases"] = cleaned
 
-    out["repetition_n"] = _as_int(errors, "repetition_n", data.get("repetition_n", base.repetition_n), lo=1, hi=50)
+    out["repetition_n"] = _as_int(
+        errors, "repetition_n", data.get("repetition_n", base.repetition_n), lo=1, hi=50
+    )
     out["repetition_threshold"] = _as_float(
-        errors, "repetition_threshold", data.get("repetition_threshold", base.repetition_threshold), lo=0.01, hi=1.0
+        errors,
+        "repetition_threshold",
+        data.get("repetition_threshold", base.repetition_threshold),
+        lo=0.01,
+        hi=1.0,
     )
     out["echo_threshold"] = _as_float(
         errors, "echo_threshold", data.get("echo_threshold", base.echo_threshold), lo=0.1, hi=1.0
@@ -198,9 +224,18 @@ def validate_config(data: dict[str, Any], *, partial: bool = False) -> FilterCon
         errors["judge_rubric"] = ["The rubric may be at most 20,000 characters long."]
     out["judge_rubric"] = rubric.strip() if isinstance(rubric, str) else base.judge_rubric
     out["judge_threshold"] = _as_float(
-        errors, "judge_threshold", data.get("judge_threshold", base.judge_threshold), lo=1.0, hi=10.0
+        errors,
+        "judge_threshold",
+        data.get("judge_threshold", base.judge_threshold),
+        lo=1.0,
+        hi=10.0,
     )
-    if isinstance(out.get("enabled"), list) and JUDGE in out["enabled"] and out["judge_teacher_id"] is None and "judge_teacher_id" not in errors:
+    if (
+        isinstance(out.get("enabled"), list)
+        and JUDGE in out["enabled"]
+        and out["judge_teacher_id"] is None
+        and "judge_teacher_id" not in errors
+    ):
         errors["judge_teacher_id"] = ["Pick a teacher to act as judge, or turn the judge off."]
 
     if errors:

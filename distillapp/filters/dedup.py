@@ -96,7 +96,9 @@ def shingle_hash32(shingle_text: str, shingle: int = 5) -> int:
         return int(_window_hashes(padded, np.array([0]), shingle)[0])
 
 
-def shingle_hashes(texts: Sequence[str], shingle: int = 5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def shingle_hashes(
+    texts: Sequence[str], shingle: int = 5
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """All shingle hashes of all texts: (hashes uint32, first index per text, texts kept).
 
     Empty (or whitespace-only) texts have no shingles and are left out of `kept`.
@@ -146,7 +148,13 @@ def minhash_signatures(
     if len(first) == 0:
         return sigs
     with np.errstate(over="ignore"):
-        s1, m1, s2, m2, s3 = np.uint32(16), np.uint32(0x85EBCA6B), np.uint32(13), np.uint32(0xC2B2AE35), np.uint32(16)
+        s1, m1, s2, m2, s3 = (
+            np.uint32(16),
+            np.uint32(0x85EBCA6B),
+            np.uint32(13),
+            np.uint32(0xC2B2AE35),
+            np.uint32(16),
+        )
         hv = hashes ^ (hashes >> s1)
         hv = hv * m1
         hv = hv ^ (hv >> s2)
@@ -235,7 +243,9 @@ def lsh_candidate_pairs(sigs: np.ndarray, threshold: float, num_perm: int) -> se
     return pairs
 
 
-def lsh_candidate_pairs_datasketch(sigs: np.ndarray, threshold: float, num_perm: int) -> set[tuple[int, int]]:
+def lsh_candidate_pairs_datasketch(
+    sigs: np.ndarray, threshold: float, num_perm: int
+) -> set[tuple[int, int]]:
     """The same pairs through `datasketch.MinHashLSH` insert/query: the reference for tests."""
     lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
     minhashes = [LeanMinHash(seed=SEED, hashvalues=row, scheme=SCHEME) for row in sigs]

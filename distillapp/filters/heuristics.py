@@ -13,7 +13,9 @@ from fractions import Fraction
 
 from distillapp.filters.dedup import normalise, shingles
 
-_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "\u201c": '"', "\u201d": '"'})
+_APOSTROPHES = str.maketrans(
+    {"\u2019": "'", "\u2018": "'", "\u02bc": "'", "\u201c": '"', "\u201d": '"'}
+)
 
 
 def check_empty(text: str) -> str | None:

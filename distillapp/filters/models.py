@@ -25,7 +25,9 @@ class CompletionVerdict(models.Model):
         "generation.Completion", related_name="verdict", on_delete=models.CASCADE
     )
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
-    state = models.CharField(max_length=16, choices=VerdictState.choices, default=VerdictState.PENDING)
+    state = models.CharField(
+        max_length=16, choices=VerdictState.choices, default=VerdictState.PENDING
+    )
     flags = models.JSONField(default=list, blank=True)
     reasons = models.JSONField(default=dict, blank=True)
     judge_score = models.FloatField(null=True, blank=True)
@@ -68,7 +70,11 @@ class FilterRun(models.Model):
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="filter_runs")
     job = models.ForeignKey(
-        "generation.GenerationJob", on_delete=models.CASCADE, null=True, blank=True, related_name="filter_runs"
+        "generation.GenerationJob",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="filter_runs",
     )
     status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED)
     trigger = models.CharField(max_length=16, default="manual")  # manual | job_finished

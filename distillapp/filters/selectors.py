@@ -9,7 +9,12 @@ from django.db import connection
 from django.db.models import Avg, Count, Q, QuerySet
 from django.utils import timezone
 
-from distillapp.filters.config import FILTER_LABELS, FILTER_NAMES, FilterConfig, config_from_settings
+from distillapp.filters.config import (
+    FILTER_LABELS,
+    FILTER_NAMES,
+    FilterConfig,
+    config_from_settings,
+)
 from distillapp.filters.models import CompletionVerdict, FilterRun, RunStatus, VerdictState
 from distillapp.projects.models import Project
 
@@ -38,7 +43,12 @@ def filter_run_active(*, project: Project) -> FilterRun | None:
 
 
 def filter_run_latest(*, project: Project) -> FilterRun | None:
-    return FilterRun.objects.filter(project=project).select_related("job").order_by("-created_at", "-id").first()
+    return (
+        FilterRun.objects.filter(project=project)
+        .select_related("job")
+        .order_by("-created_at", "-id")
+        .first()
+    )
 
 
 def filter_runs_recent(*, project: Project, limit: int = 10) -> list[FilterRun]:
@@ -62,7 +72,9 @@ def verdicts_for_project(
     limit: int = 50,
 ) -> list[CompletionVerdict]:
     """Verdicts (with completion and prompt) in id order, keyset-paginated by `after_id`."""
-    qs = CompletionVerdict.objects.filter(project=project).select_related("completion", "completion__prompt", "restored_by")
+    qs = CompletionVerdict.objects.filter(project=project).select_related(
+        "completion", "completion__prompt", "restored_by"
+    )
     if states:
         qs = qs.filter(state__in=states)
     if flag:
@@ -81,11 +93,17 @@ def filter_summary(*, project: Project) -> dict[str, Any]:
     config = filter_config_for_project(project=project)
     verdicts = CompletionVerdict.objects.filter(project=project)
     states = dict(verdicts.values_list("state").annotate(n=Count("id")).order_by())
-    completions_ok = Completion.objects.filter(job__project=project, status=CompletionStatus.OK).count()
+    completions_ok = Completion.objects.filter(
+        job__project=project, status=CompletionStatus.OK
+    ).count()
     flag_counts: Counter[str] = Counter()
-    for flags in verdicts.filter(state__in=[VerdictState.FILTERED, VerdictState.RESTORED]).values_list("flags", flat=True):
+    for flags in verdicts.filter(
+        state__in=[VerdictState.FILTERED, VerdictState.RESTORED]
+    ).values_list("flags", flat=True):
         flag_counts.update(flags or [])
-    judged = verdicts.filter(judge_score__isnull=False).aggregate(n=Count("id"), mean=Avg("judge_score"))
+    judged = verdicts.filter(judge_score__isnull=False).aggregate(
+        n=Count("id"), mean=Avg("judge_score")
+    )
     by_state = {s.value: states.get(s.value, 0) for s in VerdictState}
     return {
         "completions": completions_ok,

@@ -46,7 +46,9 @@ def filter_config_update(*, project: Project, data: dict[str, Any]) -> FilterCon
         if teacher is None:
             raise ValidationError({"judge_teacher_id": ["Pick a teacher of this project."]})
         if teacher.kind != TeacherKind.OPENAI:
-            raise ValidationError({"judge_teacher_id": ["The judge must be an OpenAI-compatible teacher."]})
+            raise ValidationError(
+                {"judge_teacher_id": ["The judge must be an OpenAI-compatible teacher."]}
+            )
     with transaction.atomic():
         locked = Project.objects.select_for_update().get(pk=project.pk)
         locked.settings = {**(locked.settings or {}), "filters": config.as_dict()}
@@ -68,9 +70,13 @@ def filter_run_start(*, project: Project, user: Any, job: Any = None) -> FilterR
         Project.objects.select_for_update().filter(pk=project.pk).first()
         active = filter_run_active(project=project)
         if active is not None:
-            raise ValidationError(f"A filter run ({active.scope_label}) is already {active.status}; wait for it to finish.")
+            raise ValidationError(
+                f"A filter run ({active.scope_label}) is already {active.status}; wait for it to finish."
+            )
         run = FilterRun.objects.create(
-            project=project, job=job, created_by=user if getattr(user, "pk", None) else None,
+            project=project,
+            job=job,
+            created_by=user if getattr(user, "pk", None) else None,
             message="Waiting for a worker.",
         )
         execute_filter_run.delay_on_commit(run.pk)
@@ -82,7 +88,10 @@ def _claim(run_id: int) -> bool:
     now = timezone.now()
     return bool(
         FilterRun.objects.filter(pk=run_id)
-        .filter(Q(status=RunStatus.QUEUED) | Q(status=RunStatus.RUNNING, heartbeat_at__lt=now - STALE_AFTER))
+        .filter(
+            Q(status=RunStatus.QUEUED)
+            | Q(status=RunStatus.RUNNING, heartbeat_at__lt=now - STALE_AFTER)
+        )
         .update(status=RunStatus.RUNNING, started_at=now, heartbeat_at=now, message="Starting.")
     )
 
@@ -99,8 +108,13 @@ def filters_run_for_job(*, job: Any) -> FilterRun:
     """Filter a finished generation job's completions now (called by the worker task)."""
     now = timezone.now()
     run = FilterRun.objects.create(
-        project_id=job.project_id, job=job, trigger="job_finished", status=RunStatus.RUNNING,
-        started_at=now, heartbeat_at=now, message="Starting.",
+        project_id=job.project_id,
+        job=job,
+        trigger="job_finished",
+        status=RunStatus.RUNNING,
+        started_at=now,
+        heartbeat_at=now,
+        message="Starting.",
     )
     run = FilterRun.objects.select_related("project", "job").get(pk=run.pk)
     return _execute_guarded(run)
@@ -112,7 +126,9 @@ def _execute_guarded(run: FilterRun) -> FilterRun:
     except Exception as exc:
         logger.exception("filter run %s failed", run.pk)
         FilterRun.objects.filter(pk=run.pk).update(
-            status=RunStatus.FAILED, finished_at=timezone.now(), message=f"Failed: {type(exc).__name__}: {exc}"[:2000]
+            status=RunStatus.FAILED,
+            finished_at=timezone.now(),
+            message=f"Failed: {type(exc).__name__}: {exc}"[:2000],
         )
         raise
     run.refresh_from_db()
@@ -126,7 +142,14 @@ class _Progress:
         self.total = 0
         self._last = 0.0
 
-    def update(self, *, message: str | None = None, done: int | None = None, total: int | None = None, force: bool = False) -> None:
+    def update(
+        self,
+        *,
+        message: str | None = None,
+        done: int | None = None,
+        total: int | None = None,
+        force: bool = False,
+    ) -> None:
         if done is not None:
             self.done = done
         if total is not None:
@@ -137,7 +160,10 @@ class _Progress:
         if force or now - self._last >= _PROGRESS_EVERY_S:
             self._last = now
             FilterRun.objects.filter(pk=self.run.pk).update(
-                done=self.done, total=self.total, message=self.run.message, heartbeat_at=timezone.now()
+                done=self.done,
+                total=self.total,
+                message=self.run.message,
+                heartbeat_at=timezone.now(),
             )
 
 
@@ -167,13 +193,19 @@ def _execute(run: FilterRun) -> None:
     if run.job_id:
         scope = scope.filter(job_id=run.job_id)
     rows = list(
-        scope.order_by("id").values_list("id", "text", "finish_reason", "prompt__text", "prompt__reference", "prompt__metadata")
+        scope.order_by("id").values_list(
+            "id", "text", "finish_reason", "prompt__text", "prompt__reference", "prompt__metadata"
+        )
     )
-    progress.update(message=f"Checking {len(rows)} completions.", done=0, total=len(rows), force=True)
+    progress.update(
+        message=f"Checking {len(rows)} completions.", done=0, total=len(rows), force=True
+    )
 
     outcomes: dict[int, _Outcome] = {}
     for n, (cid, text, finish_reason, prompt_text, reference, metadata) in enumerate(rows, 1):
-        outcomes[cid] = _check_one(config, text, finish_reason, prompt_text or "", reference, metadata or {})
+        outcomes[cid] = _check_one(
+            config, text, finish_reason, prompt_text or "", reference, metadata or {}
+        )
         if n % 500 == 0:
             progress.update(done=n)
     progress.update(done=len(rows), message="Looking for duplicates.", force=True)
@@ -200,7 +232,9 @@ def _execute(run: FilterRun) -> None:
                 else:
                     outcome.awaiting_judge = True
         else:
-            run.message = "The judge's teacher no longer exists or is not OpenAI-compatible; judge skipped."
+            run.message = (
+                "The judge's teacher no longer exists or is not OpenAI-compatible; judge skipped."
+            )
 
     progress.update(message="Saving verdicts.", force=True)
     _save(project, outcomes)
@@ -225,7 +259,12 @@ def _execute(run: FilterRun) -> None:
 
 
 def _check_one(
-    config: FilterConfig, text: str, finish_reason: str, prompt_text: str, reference: str | None, metadata: dict[str, Any]
+    config: FilterConfig,
+    text: str,
+    finish_reason: str,
+    prompt_text: str,
+    reference: str | None,
+    metadata: dict[str, Any],
 ) -> _Outcome:
     out = _Outcome()
     empty = heuristics.check_empty(text)
@@ -237,13 +276,19 @@ def _check_one(
         # Nothing else can be judged about an empty text (its length check would say the same).
         return out
     if config.is_enabled(C.LENGTH) and (
-        reason := heuristics.check_length(text, min_chars=config.min_chars, max_chars=config.max_chars)
+        reason := heuristics.check_length(
+            text, min_chars=config.min_chars, max_chars=config.max_chars
+        )
     ):
         out.fail(C.LENGTH, reason)
-    if config.is_enabled(C.REFUSAL) and (reason := heuristics.check_refusal(text, phrases=config.refusal_phrases)):
+    if config.is_enabled(C.REFUSAL) and (
+        reason := heuristics.check_refusal(text, phrases=config.refusal_phrases)
+    ):
         out.fail(C.REFUSAL, reason)
     if config.is_enabled(C.REPETITION) and (
-        reason := heuristics.check_repetition(text, n=config.repetition_n, threshold=config.repetition_threshold)
+        reason := heuristics.check_repetition(
+            text, n=config.repetition_n, threshold=config.repetition_threshold
+        )
     ):
         out.fail(C.REPETITION, reason)
     if config.is_enabled(C.ECHO) and (
@@ -270,7 +315,9 @@ def _mark_duplicates(
     from distillapp.generation.models import Completion, CompletionStatus
 
     pairs = list(
-        Completion.objects.filter(job__project=project, status=CompletionStatus.OK).order_by("id").values_list("id", "text")
+        Completion.objects.filter(job__project=project, status=CompletionStatus.OK)
+        .order_by("id")
+        .values_list("id", "text")
     )
     pairs = [(cid, text) for cid, text in pairs if text.strip()]
     ids = [cid for cid, _ in pairs]
@@ -297,7 +344,9 @@ def _mark_duplicates(
     near_of: dict[int, int] = {}
     if config.is_enabled(C.NEAR_DUPLICATE):
         reps = [i for i in range(len(texts)) if i not in rep_of]
-        for group in dedup.near_duplicate_groups([texts[i] for i in reps], threshold=config.dedup_threshold):
+        for group in dedup.near_duplicate_groups(
+            [texts[i] for i in reps], threshold=config.dedup_threshold
+        ):
             members = [reps[x] for x in group]
             keeper = min(members, key=rank)
             near_of.update({m: keeper for m in members if m != keeper})
@@ -310,7 +359,9 @@ def _mark_duplicates(
             first = rep_of[i]
             final = near_of.get(first, first)
             outcome.duplicate_of = ids[final]
-            outcome.fail(C.EXACT_DUPLICATE, f"Identical to completion #{ids[first]}; #{ids[final]} is kept.")
+            outcome.fail(
+                C.EXACT_DUPLICATE, f"Identical to completion #{ids[first]}; #{ids[final]} is kept."
+            )
         elif i in near_of:
             final = near_of[i]
             similarity = dedup.jaccard(texts[i], texts[final])
@@ -330,13 +381,24 @@ def _scope_verdicts(project: Project, job_id: int | None) -> Any:
 def _judge_teacher(project: Project, config: FilterConfig) -> tuple[Any, str]:
     from distillapp.generation.models import Teacher, TeacherKind
 
-    teacher = Teacher.objects.filter(pk=config.judge_teacher_id, project=project, kind=TeacherKind.OPENAI).first()
+    teacher = Teacher.objects.filter(
+        pk=config.judge_teacher_id, project=project, kind=TeacherKind.OPENAI
+    ).first()
     if teacher is None:
         return None, ""
-    return teacher, config.judge_key(teacher_id=teacher.pk, model=teacher.model, base_url=teacher.base_url)
+    return teacher, config.judge_key(
+        teacher_id=teacher.pk, model=teacher.model, base_url=teacher.base_url
+    )
 
 
-def _apply_judge(outcome: _Outcome, config: FilterConfig, score: float | None, rationale: str, error: str, key: str) -> None:
+def _apply_judge(
+    outcome: _Outcome,
+    config: FilterConfig,
+    score: float | None,
+    rationale: str,
+    error: str,
+    key: str,
+) -> None:
     outcome.awaiting_judge = False
     if error:
         outcome.judge_score, outcome.judge_rationale, outcome.judge_key = None, "", ""
@@ -345,9 +407,14 @@ def _apply_judge(outcome: _Outcome, config: FilterConfig, score: float | None, r
     outcome.judge_score, outcome.judge_rationale, outcome.judge_key = score, rationale, key
     assert score is not None
     if score < config.judge_threshold:
-        outcome.fail(C.JUDGE, f"Judge score {score:g}/10, below the threshold {config.judge_threshold:g}: {rationale}")
+        outcome.fail(
+            C.JUDGE,
+            f"Judge score {score:g}/10, below the threshold {config.judge_threshold:g}: {rationale}",
+        )
     else:
-        outcome.reasons[C.JUDGE] = f"Judge score {score:g}/10 (threshold {config.judge_threshold:g}): {rationale}"
+        outcome.reasons[C.JUDGE] = (
+            f"Judge score {score:g}/10 (threshold {config.judge_threshold:g}): {rationale}"
+        )
 
 
 def _run_judge(
@@ -364,7 +431,11 @@ def _run_judge(
 
     texts = {row[0]: (row[3] or "", row[1]) for row in rows}
     base = progress.done
-    progress.update(message=f"Judging {len(waiting)} completions with {teacher.name}.", total=base + len(waiting), force=True)
+    progress.update(
+        message=f"Judging {len(waiting)} completions with {teacher.name}.",
+        total=base + len(waiting),
+        force=True,
+    )
     client = client_for_teacher(
         teacher,
         rubric=config.judge_rubric,
@@ -423,8 +494,14 @@ def _save(project: Project, outcomes: dict[int, _Outcome]) -> None:
                     state = VerdictState.PASSED
                 objs.append(
                     CompletionVerdict(
-                        completion_id=cid, project=project, state=state, flags=o.flags, reasons=o.reasons,
-                        judge_score=o.judge_score, judge_rationale=o.judge_rationale, judge_key=o.judge_key,
+                        completion_id=cid,
+                        project=project,
+                        state=state,
+                        flags=o.flags,
+                        reasons=o.reasons,
+                        judge_score=o.judge_score,
+                        judge_rationale=o.judge_rationale,
+                        judge_key=o.judge_key,
                         duplicate_of_id=o.duplicate_of,
                     )
                 )
@@ -433,8 +510,15 @@ def _save(project: Project, outcomes: dict[int, _Outcome]) -> None:
                 update_conflicts=True,
                 unique_fields=["completion"],
                 update_fields=[
-                    "project", "state", "flags", "reasons", "judge_score", "judge_rationale", "judge_key",
-                    "duplicate_of", "updated_at",
+                    "project",
+                    "state",
+                    "flags",
+                    "reasons",
+                    "judge_score",
+                    "judge_rationale",
+                    "judge_key",
+                    "duplicate_of",
+                    "updated_at",
                 ],
             )
 
@@ -447,7 +531,12 @@ def _counts(outcomes: dict[int, _Outcome]) -> dict[str, Any]:
             filtered += 1
         for f in o.flags:
             by_flag[f] = by_flag.get(f, 0) + 1
-    return {"total": len(outcomes), "filtered": filtered, "passed": len(outcomes) - filtered, "by_flag": by_flag}
+    return {
+        "total": len(outcomes),
+        "filtered": filtered,
+        "passed": len(outcomes) - filtered,
+        "by_flag": by_flag,
+    }
 
 
 # ---- human overrides ------------------------------------------------------------------------
@@ -456,7 +545,9 @@ def _counts(outcomes: dict[int, _Outcome]) -> dict[str, Any]:
 def verdict_restore(*, completion: Any, user: Any) -> CompletionVerdict:
     """A human keeps a filtered-out completion: state → restored; flags and reasons stay."""
     with transaction.atomic():
-        verdict = CompletionVerdict.objects.select_for_update().filter(completion=completion).first()
+        verdict = (
+            CompletionVerdict.objects.select_for_update().filter(completion=completion).first()
+        )
         if verdict is None or verdict.state != VerdictState.FILTERED:
             if verdict is not None and verdict.state == VerdictState.RESTORED:
                 return verdict
@@ -471,7 +562,9 @@ def verdict_restore(*, completion: Any, user: Any) -> CompletionVerdict:
 def verdict_unrestore(*, completion: Any, user: Any) -> CompletionVerdict:
     """Undo a restore: back to filtered out (the filters' flags still stand)."""
     with transaction.atomic():
-        verdict = CompletionVerdict.objects.select_for_update().filter(completion=completion).first()
+        verdict = (
+            CompletionVerdict.objects.select_for_update().filter(completion=completion).first()
+        )
         if verdict is None or verdict.state != VerdictState.RESTORED:
             if verdict is not None and verdict.state == VerdictState.FILTERED:
                 return verdict

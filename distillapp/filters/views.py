@@ -11,12 +11,13 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
-from distillapp.accounts.access import get_project_for_user, membership_for, require_role
-from distillapp.accounts.models import Membership, Role, role_at_least
+from distillapp.accounts.access import get_project_for_user
+from distillapp.accounts.models import Role, role_at_least
 from distillapp.core.cursor import InvalidCursor, decode_cursor, encode_cursor
 from distillapp.core.http import HtmxHttpRequest, form_errors
 from distillapp.filters import config as C
 from distillapp.filters import services
+from distillapp.filters.access import completion_for_user
 from distillapp.filters.models import CompletionVerdict, VerdictState
 from distillapp.filters.selectors import (
     filter_config_for_project,
@@ -31,17 +32,6 @@ LIST_STATES = {
     "restored": [VerdictState.RESTORED],
     "flagged": [VerdictState.FILTERED, VerdictState.RESTORED],
 }
-
-
-def completion_for_user(user: Any, completion_id: int, role: str = Role.VIEWER) -> tuple[Any, Membership]:
-    """A completion (with job and project) checked against the user's role; outsiders get 404."""
-    from distillapp.generation.models import Completion
-
-    completion = Completion.objects.select_related("job__project__org").filter(pk=completion_id).first()
-    if completion is None:
-        raise Http404("Not found.")
-    membership = require_role(membership_for(user, completion.job.project.org_id), role)
-    return completion, membership
 
 
 def _jobs(project: Any) -> list[Any]:
@@ -73,7 +63,12 @@ def filtered_list(request: HtmxHttpRequest, project_id: int) -> HttpResponse:
     except InvalidCursor:
         after_id = None
     verdicts = verdicts_for_project(
-        project=project, states=LIST_STATES[state], flag=flag, job_id=job_id, after_id=after_id, limit=PAGE_SIZE
+        project=project,
+        states=LIST_STATES[state],
+        flag=flag,
+        job_id=job_id,
+        after_id=after_id,
+        limit=PAGE_SIZE,
     )
     next_cursor = encode_cursor(verdicts[-1].pk) if len(verdicts) == PAGE_SIZE else None
     ctx = {
@@ -100,8 +95,16 @@ def filtered_list(request: HtmxHttpRequest, project_id: int) -> HttpResponse:
 def _config_form_data(post: Any) -> dict[str, Any]:
     data: dict[str, Any] = {"enabled": post.getlist("enabled")}
     for name in (
-        "min_chars", "max_chars", "repetition_n", "repetition_threshold", "echo_threshold",
-        "reference_mode", "dedup_threshold", "judge_teacher_id", "judge_rubric", "judge_threshold",
+        "min_chars",
+        "max_chars",
+        "repetition_n",
+        "repetition_threshold",
+        "echo_threshold",
+        "reference_mode",
+        "dedup_threshold",
+        "judge_teacher_id",
+        "judge_rubric",
+        "judge_threshold",
     ):
         data[name] = post.get(name, "")
     data["refusal_phrases"] = post.get("refusal_phrases", "").splitlines()
@@ -133,12 +136,15 @@ def filter_config(request: HtmxHttpRequest, project_id: int) -> HttpResponse:
         "membership": membership,
         "can_manage": can_manage,
         "errors": errors,
+        "general_errors": errors.get("__all__", []),
         "values": values,
         "refusal_text": "\n".join(values.get("refusal_phrases") or []),
         "filter_names": C.FILTER_NAMES,
         "filter_labels": C.FILTER_LABELS,
         "reference_modes": C.REFERENCE_MODES,
-        "teachers": list(Teacher.objects.filter(project=project, kind=TeacherKind.OPENAI).order_by("name")),
+        "teachers": list(
+            Teacher.objects.filter(project=project, kind=TeacherKind.OPENAI).order_by("name")
+        ),
     }
     return render(request, "filters/config.html", ctx, status=422 if errors else 200)
 
@@ -162,7 +168,9 @@ def filter_run(request: HtmxHttpRequest, project_id: int) -> HttpResponse:
         error = " ".join(exc.messages)
         run = filter_run_latest(project=project)
     if request.htmx:
-        return render(request, "filters/list.html#progress", {"project": project, "run": run, "error": error})
+        return render(
+            request, "filters/list.html#progress", {"project": project, "run": run, "error": error}
+        )
     if error:
         messages.error(request, error)
     else:
@@ -199,11 +207,18 @@ def _verdict_action(request: HtmxHttpRequest, completion_id: int, *, restore: bo
         messages.error(request, " ".join(exc.messages))
         return redirect("filters_list", project_id=project.pk)
     if request.htmx:
-        verdict = CompletionVerdict.objects.select_related("completion__prompt", "restored_by").get(pk=verdict.pk)
+        verdict = CompletionVerdict.objects.select_related("completion__prompt", "restored_by").get(
+            pk=verdict.pk
+        )
         return render(
             request,
             "filters/list.html#verdict",
-            {"v": verdict, "project": project, "can_review": True, "filter_labels": C.FILTER_LABELS},
+            {
+                "v": verdict,
+                "project": project,
+                "can_review": True,
+                "filter_labels": C.FILTER_LABELS,
+            },
         )
     messages.success(
         request,

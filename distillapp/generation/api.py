@@ -161,6 +161,10 @@ class CompletionPage(Schema):
     next_cursor: str | None
 
 
+def _money(value: Decimal | float | str) -> str:
+    return format(Decimal(str(value)).normalize(), "f")
+
+
 def teacher_out(t: Teacher) -> TeacherOut:
     return TeacherOut(
         id=t.pk, project_id=t.project_id, name=t.name, kind=t.kind, base_url=t.base_url, model=t.model,
@@ -168,7 +172,7 @@ def teacher_out(t: Teacher) -> TeacherOut:
         device=t.device, dtype=t.dtype, batch_size=t.batch_size, concurrency=t.concurrency,
         requests_per_minute=t.requests_per_minute, tokens_per_minute=t.tokens_per_minute,
         decoding=t.decoding or {},
-        prices=PricesOut(input_per_m=str(t.price_input_per_m), output_per_m=str(t.price_output_per_m)),
+        prices=PricesOut(input_per_m=_money(t.price_input_per_m), output_per_m=_money(t.price_output_per_m)),
         created_at=t.created_at, updated_at=t.updated_at,
     )
 

@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Q, Sum
+from django.db.models import Count, F, Q, Sum
 from django.utils import timezone
 
 from distillapp.core.crypto import decrypt_secret, encrypt_secret
@@ -359,7 +359,7 @@ def generation_job_cancel(*, job: GenerationJob) -> GenerationJob:
     now = timezone.now()
     stale = now - timedelta(seconds=settings.GENERATION_STALE_SECONDS)
     ended = {"status": JobStatus.CANCELLED, "finished_at": now, "claim_token": "", "message": "Cancelled."}
-    (
+    updated = (
         GenerationJob.objects.filter(pk=job.pk, status=JobStatus.QUEUED).update(**ended)
         or GenerationJob.objects.filter(pk=job.pk, status__in=[JobStatus.RUNNING, JobStatus.CANCELLING])
         .filter(Q(heartbeat_at__lt=stale) | Q(heartbeat_at__isnull=True))
@@ -367,7 +367,7 @@ def generation_job_cancel(*, job: GenerationJob) -> GenerationJob:
         or GenerationJob.objects.filter(pk=job.pk, status=JobStatus.RUNNING).update(status=JobStatus.CANCELLING)
     )
     job.refresh_from_db()
-    if job.status not in (JobStatus.CANCELLING, JobStatus.CANCELLED):
+    if not updated:
         raise ValidationError(f"A {job.get_status_display().lower()} job cannot be cancelled.")
     return job
 
@@ -509,52 +509,59 @@ def _refresh_counts(job_id: int) -> dict[str, Any]:
     return counts
 
 
-def generation_job_write_results(*, job_id: int, token: str, results: list[ItemResult]) -> dict[str, Any]:
-    """Upsert a batch of results, idempotent on (job, prompt, sample index), and refresh counters.
+def generation_job_write_results(*, job_id: int, token: str, results: list[ItemResult]) -> None:
+    """Upsert a batch of results, idempotent on (job, prompt, sample index), and move the counters.
 
+    The counters move by the difference between the rows before and after the upsert (read under
+    the job's row lock that also proves the claim), so writing the same batch twice changes
+    nothing; `_refresh_counts` recomputes them from all rows at claim and finish.
     Raises ClaimLost (writing nothing) when another run took the job over. A failed result never
     replaces a completion that succeeded.
     """
     if not results:
-        return {}
+        return
     with transaction.atomic():
         # Row lock on the job (PostgreSQL) serialises writers and proves the claim in one step.
         if not GenerationJob.objects.filter(pk=job_id, claim_token=token).update(heartbeat_at=timezone.now()):
             raise ClaimLost(job_id)
-        keys = {(r.prompt_id, r.sample_index) for r in results}
-        ok_already = set(
-            Completion.objects.filter(
-                job_id=job_id, status=CompletionStatus.OK, prompt_id__in={k[0] for k in keys}
-            ).values_list("prompt_id", "sample_index")
-        )
-        rows = {}
-        for r in results:
-            key = (r.prompt_id, r.sample_index)
-            if not r.ok and key in ok_already:
+        by_key = {(r.prompt_id, r.sample_index): r for r in results}
+        before = {
+            (row[0], row[1]): row[2:]
+            for row in Completion.objects.filter(job_id=job_id, prompt_id__in={k[0] for k in by_key}).values_list(
+                "prompt_id", "sample_index", "status", "prompt_tokens", "completion_tokens", "cost_usd"
+            )
+            if (row[0], row[1]) in by_key
+        }
+        rows = []
+        delta = {"done": 0, "failed": 0, "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": Decimal(0)}
+        for key, r in by_key.items():
+            old = before.get(key)
+            if not r.ok and old is not None and old[0] == CompletionStatus.OK:
                 continue
-            rows[key] = Completion(
-                job_id=job_id,
-                prompt_id=r.prompt_id,
-                sample_index=r.sample_index,
-                status=CompletionStatus.OK if r.ok else CompletionStatus.FAILED,
-                text=r.text,
-                finish_reason=r.finish_reason[:32],
-                prompt_tokens=r.prompt_tokens,
-                completion_tokens=r.completion_tokens,
-                latency_ms=r.latency_ms,
-                cost_usd=r.cost_usd,
-                topk=r.topk,
-                mean_logprob=r.mean_logprob,
-                error=r.error,
-                attempts=r.attempts,
+            if old is not None:
+                _count(delta, old[0], old[1], old[2], old[3], sign=-1)
+            status = CompletionStatus.OK if r.ok else CompletionStatus.FAILED
+            _count(delta, status, r.prompt_tokens, r.completion_tokens, r.cost_usd, sign=1)
+            rows.append(
+                Completion(
+                    job_id=job_id, prompt_id=r.prompt_id, sample_index=r.sample_index, status=status, text=r.text,
+                    finish_reason=r.finish_reason[:32], prompt_tokens=r.prompt_tokens,
+                    completion_tokens=r.completion_tokens, latency_ms=r.latency_ms, cost_usd=r.cost_usd,
+                    topk=r.topk, mean_logprob=r.mean_logprob, error=r.error, attempts=r.attempts,
+                )
             )
         Completion.objects.bulk_create(
-            list(rows.values()),
-            update_conflicts=True,
-            unique_fields=["job", "prompt", "sample_index"],
-            update_fields=_UPDATE_FIELDS,
+            rows, update_conflicts=True, unique_fields=["job", "prompt", "sample_index"], update_fields=_UPDATE_FIELDS
         )
-        return _refresh_counts(job_id)
+        GenerationJob.objects.filter(pk=job_id).update(**{k: F(k) + v for k, v in delta.items() if v})
+
+
+def _count(delta: dict[str, Any], status: str, prompt_tokens: int, completion_tokens: int, cost: Decimal, *, sign: int) -> None:
+    delta["done" if status == CompletionStatus.OK else "failed"] += sign
+    delta["cost_usd"] += sign * Decimal(cost or 0)
+    if status == CompletionStatus.OK:
+        delta["prompt_tokens"] += sign * prompt_tokens
+        delta["completion_tokens"] += sign * completion_tokens
 
 
 def _enqueue_filters(job_id: int) -> None:

@@ -14,13 +14,22 @@ from django_htmx.http import HttpResponseStopPolling
 
 from distillapp.accounts.access import get_project_for_user, get_scoped_object
 from distillapp.accounts.models import Role, role_at_least
-from distillapp.core.http import HtmxHttpRequest, form_errors
+from distillapp.core.http import HtmxHttpRequest
+from distillapp.core.http import form_errors as _form_errors
 from distillapp.generation import selectors, services
 from distillapp.generation.forms import decoding_from_post, metadata_from_text, teacher_kwargs_from_post
 from distillapp.generation.models import GenerationJob, JobStatus, Teacher, TeacherKind
 from distillapp.generation.probe import teacher_test
 from distillapp.generation.services import DEVICES, DTYPES
 from distillapp.prompts.models import PromptSet
+
+
+def form_errors(exc: ValidationError) -> dict[str, list[str]]:
+    """Field errors; errors not tied to a field under "general" (templates cannot read __all__)."""
+    errors = _form_errors(exc)
+    if "__all__" in errors:
+        errors["general"] = errors.pop("__all__")
+    return errors
 
 
 def _teacher(request: HtmxHttpRequest, teacher_id: int, role: str = Role.VIEWER) -> tuple[Teacher, Any]:

@@ -195,8 +195,10 @@ def _release_expired(project: Project, reviewer: Any, cfg: ReviewSettings) -> No
         _recount(item, cfg)
 
 
-def _held_lease(project: Project, reviewer: Any, exclude_ids: Iterable[int]) -> ReviewLease | None:
-    return (
+def _held_lease(
+    project: Project, reviewer: Any, exclude_ids: Iterable[int], prefer_id: int | None = None
+) -> ReviewLease | None:
+    qs = (
         ReviewLease.objects.filter(
             project=project,
             reviewer=reviewer,
@@ -205,11 +207,17 @@ def _held_lease(project: Project, reviewer: Any, exclude_ids: Iterable[int]) -> 
         )
         .exclude(completion_id__in=list(exclude_ids))
         .order_by("created_at", "id")
-        .first()
     )
+    if prefer_id:
+        preferred = qs.filter(completion_id=prefer_id).first()
+        if preferred is not None:
+            return preferred
+    return qs.first()
 
 
-def review_claim_next(*, project: Project, reviewer: Any, exclude_ids: Iterable[int] = ()) -> Completion | None:
+def review_claim_next(
+    *, project: Project, reviewer: Any, exclude_ids: Iterable[int] = (), prefer_id: int | None = None
+) -> Completion | None:
     """Lease the next item to `reviewer` and return its completion, or None when none is left.
 
     A lease the reviewer already holds is returned first (a reload or a prefetch does not take a
@@ -218,7 +226,7 @@ def review_claim_next(*, project: Project, reviewer: Any, exclude_ids: Iterable[
     cfg = review_settings(project)
     exclude_ids = [int(i) for i in exclude_ids if i]
     with transaction.atomic():
-        held = _held_lease(project, reviewer, exclude_ids)
+        held = _held_lease(project, reviewer, exclude_ids, prefer_id)
         if held is not None:
             until = _lease_until(cfg)
             ReviewLease.objects.filter(pk=held.pk).update(expires_at=until)

@@ -16,7 +16,7 @@ from distillapp.generation.models import Completion, GenerationJob
 from distillapp.projects.models import Project
 from distillapp.review import selectors, services
 from distillapp.review.conf import review_settings
-from distillapp.review.models import BulkAction, ReviewLease
+from distillapp.review.models import BulkAction
 
 
 def _completion_in(project: Project, completion_id: int) -> Completion:
@@ -56,13 +56,7 @@ def _stage_context(project: Project, user: Any, current: Completion | None) -> d
 
 def _next_for(project: Project, user: Any, prefer_id: int | None) -> Completion | None:
     """The prefetched item when the reviewer still holds its lease, else the next claim."""
-    if prefer_id and ReviewLease.objects.filter(project=project, reviewer=user, completion_id=prefer_id).exists():
-        return services.review_claim_next(project=project, reviewer=user) if False else _held(project, prefer_id)
-    return services.review_claim_next(project=project, reviewer=user)
-
-
-def _held(project: Project, completion_id: int) -> Completion:
-    return Completion.objects.select_related("job", "prompt").get(pk=completion_id, job__project=project)
+    return services.review_claim_next(project=project, reviewer=user, prefer_id=prefer_id)
 
 
 def _fail(request: HtmxHttpRequest, exc: ValidationError, project_id: int) -> HttpResponse:

@@ -98,8 +98,10 @@ class RunnerConfig:
     decoding: Decoding = field(default_factory=Decoding)
     backoff_base: float = 0.5
     backoff_cap: float = 30.0
-    flush_every: int = 50
-    flush_interval: float = 1.0
+    # Results go to the sink as soon as the previous write is done (group commit): a crash loses
+    # what is in flight plus what arrived during one write. Raise both to write bigger batches.
+    flush_every: int = 1
+    flush_interval: float = 0.5
     poll_interval: float = 1.0
 
 
@@ -364,8 +366,9 @@ async def run_openai(
     workers = asyncio.gather(*(run.worker(queue) for _ in range(max(1, config.concurrency))))
     try:
         await run.supervise(workers)
-        if not workers.cancelled() and workers.exception() is not None:
-            raise workers.exception()  # type: ignore[misc]
+        error = None if workers.cancelled() else workers.exception()
+        if error is not None and not isinstance(error, asyncio.CancelledError):
+            raise error
     finally:
         feeder.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):

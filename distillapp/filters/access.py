@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import Http404
+
+from distillapp.accounts.access import membership_for, require_role
+from distillapp.accounts.models import Membership, Role
+
+
+def completion_for_user(
+    user: Any, completion_id: int, role: str = Role.VIEWER
+) -> tuple[Any, Membership]:
+    """A completion (with job and project) checked against the user's role; outsiders get 404."""
+    from distillapp.generation.models import Completion
+
+    completion = (
+        Completion.objects.select_related("job__project__org").filter(pk=completion_id).first()
+    )
+    if completion is None:
+        raise Http404("Not found.")
+    membership = require_role(membership_for(user, completion.job.project.org_id), role)
+    return completion, membership

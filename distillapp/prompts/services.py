@@ -1,0 +1,335 @@
+"""Writes for prompt sets: import (all or nothing) and delete."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import ProtectedError, RestrictedError
+
+from distillapp.projects.models import Project
+from distillapp.prompts.models import Prompt, PromptSet, Split
+from distillapp.prompts.parsing import (
+    MAX_ERRORS,
+    READERS,
+    ErrorLog,
+    FileProblem,
+    Row,
+    detect_format,
+    heldout_threshold,
+)
+
+MAX_SEED = 2**63 - 1
+ORM_BATCH = 500
+
+
+class PromptImportError(Exception):
+    """Why an import was refused. Nothing is stored when this is raised.
+
+    status: 400 content errors (invalid JSON/UTF-8/CSV, missing or empty prompt, bad `messages`,
+    empty file), 413 file over PROMPT_UPLOAD_MAX_BYTES, 415 unknown or mismatched format,
+    422 schema or parameter problems (missing `prompt` column, held-out fraction outside 0..1, bad seed
+    or name). errors: up to 20 `{"line": int | None, "message": str}`.
+    """
+
+    def __init__(self, status: int, detail: str, errors: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.errors = errors if errors is not None else [{"line": None, "message": detail}]
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    prompt_set: PromptSet
+    imported: int
+    duplicates_dropped: int
+    heldout: int
+
+
+@dataclass
+class _Counts:
+    rows: int = 0
+    imported: int = 0
+    heldout: int = 0
+
+
+def clean_fraction(value: Any) -> float:
+    try:
+        fraction = float(value)
+    except (TypeError, ValueError):
+        raise PromptImportError(422, "The held-out fraction must be a number between 0 and 1.") from None
+    if not 0.0 <= fraction <= 1.0:  # also refuses NaN
+        raise PromptImportError(422, "The held-out fraction must be between 0 and 1 (e.g. 0.1 for 10 %).")
+    return fraction
+
+
+def clean_seed(value: Any) -> int:
+    if value is None or value == "":
+        return secrets.randbelow(2**31)
+    try:
+        seed = int(value)
+    except (TypeError, ValueError):
+        raise PromptImportError(422, "The seed must be a whole number.") from None
+    if not 0 <= seed <= MAX_SEED:
+        raise PromptImportError(422, f"The seed must be between 0 and {MAX_SEED}.")
+    return seed
+
+
+@contextlib.contextmanager
+def _opened(file: Any) -> Iterator[tuple[IO[bytes], str, int]]:
+    """(binary file object, name, size) for a path, an UploadedFile or any file object with a name."""
+    if isinstance(file, str | os.PathLike):
+        path = Path(file)
+        with path.open("rb") as fh:
+            yield fh, path.name, path.stat().st_size
+        return
+    name = os.path.basename(str(getattr(file, "name", "") or ""))
+    fh = getattr(file, "file", file)  # Django's File wraps the real file object
+    size = getattr(file, "size", None)
+    if size is None:
+        fh.seek(0, os.SEEK_END)
+        size = fh.tell()
+    fh.seek(0)
+    yield fh, name, int(size)
+
+
+def _sha256(fh: IO[bytes]) -> str:
+    digest = hashlib.sha256()
+    for chunk in iter(lambda: fh.read(1024 * 1024), b""):
+        digest.update(chunk)
+    fh.seek(0)
+    return digest.hexdigest()
+
+
+def _clean_name(name: str | None, source_name: str) -> str:
+    cleaned = (name or "").strip() or (source_name.rsplit(".", 1)[0] if source_name else "") or "Prompt set"
+    if len(cleaned) > 200:
+        raise PromptImportError(422, "Keep the name under 200 characters.")
+    return cleaned
+
+
+def prompt_set_import(
+    *,
+    project: Project,
+    file: Any,
+    name: str,
+    heldout_fraction: float = 0.1,
+    seed: int | None = None,
+    created_by: Any = None,
+    use_copy: bool | None = None,
+) -> ImportResult:
+    """Import a JSONL/CSV/Parquet file as a new prompt set of `project`, all or nothing.
+
+    Rows are streamed and validated as they are written (COPY into a temporary table on PostgreSQL,
+    batched bulk_create elsewhere) inside one transaction that is rolled back if any row is bad, so
+    memory stays flat whatever the file size. Exact duplicates (normalised text, within the file or
+    already in the project) are dropped and counted. Each new prompt is held out when a hash of
+    (seed, text) falls under `heldout_fraction`, unless its `split` field says otherwise.
+
+    Not idempotent: importing the same file again makes a new set whose prompts were all dropped
+    as duplicates (imported 0). Raises PromptImportError (see its docstring for the status codes). `use_copy` forces a write path
+    (benchmarks); by default COPY is used on PostgreSQL.
+    """
+    fraction = clean_fraction(heldout_fraction)
+    seed_value = clean_seed(seed)
+    limit = settings.PROMPT_UPLOAD_MAX_BYTES
+    with _opened(file) as (fh, source_name, size):
+        if size > limit:
+            raise PromptImportError(
+                413, f"The file is {size:,} bytes; the limit is {limit:,} bytes (DISTILLERY_UPLOAD_MAX_BYTES)."
+            )
+        if size == 0:
+            raise PromptImportError(400, "The file is empty.")
+        set_name = _clean_name(name, source_name)
+        try:
+            fmt = detect_format(source_name, fh.read(64))
+        except FileProblem as exc:
+            raise PromptImportError(exc.status, exc.detail) from None
+        fh.seek(0)
+        sha = _sha256(fh)
+        errors = ErrorLog()
+        rows = READERS[fmt](fh, errors, seed=seed_value, threshold=heldout_threshold(fraction))
+        if use_copy is None:
+            use_copy = connection.vendor == "postgresql"
+        try:
+            with transaction.atomic():
+                prompt_set = PromptSet.objects.create(
+                    project=project,
+                    name=set_name,
+                    source_name=source_name[:255],
+                    source_format=fmt,
+                    sha256=sha,
+                    size_bytes=size,
+                    heldout_fraction=fraction,
+                    seed=seed_value,
+                    created_by=created_by if getattr(created_by, "pk", None) else None,
+                )
+                writer = _write_copy if use_copy else _write_orm
+                counts = writer(prompt_set, rows, errors)
+                if errors:
+                    raise _rollback(errors)
+                if counts.rows == 0:
+                    raise PromptImportError(400, "The file has no prompts.")
+                prompt_set.total_count = counts.imported
+                prompt_set.heldout_count = counts.heldout
+                prompt_set.train_count = counts.imported - counts.heldout
+                prompt_set.duplicates_dropped = counts.rows - counts.imported
+                prompt_set.save(update_fields=["total_count", "heldout_count", "train_count", "duplicates_dropped"])
+        except FileProblem as exc:
+            errors_out = [{"line": exc.line, "message": exc.detail}]
+            raise PromptImportError(exc.status, exc.detail, errors_out) from None
+    return ImportResult(
+        prompt_set=prompt_set,
+        imported=counts.imported,
+        duplicates_dropped=prompt_set.duplicates_dropped,
+        heldout=counts.heldout,
+    )
+
+
+def _rollback(errors: ErrorLog) -> PromptImportError:
+    count = len(errors.items)
+    more = f" (showing the first {MAX_ERRORS}; there are more)" if errors.truncated else ""
+    first = errors.items[0]
+    where = f"line {first['line']}: " if first["line"] else ""
+    detail = f"Nothing was imported: {count} problem{'s' if count != 1 else ''} found{more}. First: {where}{first['message']}"
+    return PromptImportError(400, detail, list(errors.items))
+
+
+_COPY_COLUMNS = "position, external_id, messages, text, reference, metadata, split, text_hash"
+
+
+def _write_copy(prompt_set: PromptSet, rows: Iterable[Row], errors: ErrorLog) -> _Counts:
+    """COPY into a temporary table, then one INSERT … ON CONFLICT DO NOTHING into the real one.
+
+    DO NOTHING also skips rows that clash with a row inserted earlier by the same statement, so
+    duplicates within the file and against the project are dropped in one pass; the temporary table
+    is read in its physical (file) order, so the first occurrence wins.
+    """
+    counts = _Counts()
+    table = f"prompt_import_{prompt_set.pk}"
+    dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"CREATE TEMP TABLE {table} (position integer, external_id text, messages jsonb, text text,"
+            " reference text, metadata jsonb, split varchar(8), text_hash varchar(64)) ON COMMIT DROP"
+        )
+        n = 0
+        with cursor.copy(f"COPY {table} ({_COPY_COLUMNS}) FROM STDIN") as copy:
+            write = copy.write_row
+            for row in rows:
+                msgs = row.messages
+                if len(msgs) == 1:
+                    messages_json = '[{"role":"user","content":' + dumps(msgs[0]["content"]) + "}]"
+                else:
+                    messages_json = dumps(msgs)
+                write(
+                    (
+                        row.position,
+                        row.external_id,
+                        messages_json,
+                        row.text,
+                        row.reference,
+                        dumps(row.metadata) if row.metadata else "{}",
+                        row.split,
+                        row.text_hash,
+                    )
+                )
+                n += 1
+        counts.rows = n
+        if errors or n == 0:
+            return counts
+        cursor.execute(
+            f"""
+            WITH inserted AS (
+                INSERT INTO prompts_prompt (project_id, prompt_set_id, {_COPY_COLUMNS})
+                SELECT %s, %s, {_COPY_COLUMNS} FROM {table}
+                ON CONFLICT (project_id, text_hash) DO NOTHING
+                RETURNING split
+            )
+            SELECT split, count(*) FROM inserted GROUP BY split
+            """,
+            [prompt_set.project_id, prompt_set.pk],
+        )
+        by_split = dict(cursor.fetchall())
+        cursor.execute(f"DROP TABLE {table}")
+    counts.imported = sum(by_split.values())
+    counts.heldout = by_split.get(Split.HELDOUT, 0)
+    return counts
+
+
+def _write_orm(prompt_set: PromptSet, rows: Iterable[Row], errors: ErrorLog) -> _Counts:
+    """bulk_create in batches; a batch's hashes are checked against the project first."""
+    counts = _Counts()
+    batch: list[Row] = []
+
+    def flush() -> None:
+        hashes = {r.text_hash for r in batch}
+        seen = set(
+            Prompt.objects.filter(project_id=prompt_set.project_id, text_hash__in=hashes).values_list(
+                "text_hash", flat=True
+            )
+        )
+        objs = []
+        for r in batch:
+            if r.text_hash in seen:
+                continue
+            seen.add(r.text_hash)
+            objs.append(
+                Prompt(
+                    project_id=prompt_set.project_id,
+                    prompt_set_id=prompt_set.pk,
+                    position=r.position,
+                    external_id=r.external_id,
+                    messages=r.messages,
+                    text=r.text,
+                    reference=r.reference,
+                    metadata=r.metadata,
+                    split=r.split,
+                    text_hash=r.text_hash,
+                )
+            )
+            if r.split == Split.HELDOUT:
+                counts.heldout += 1
+        Prompt.objects.bulk_create(objs, batch_size=ORM_BATCH)
+        counts.imported += len(objs)
+        batch.clear()
+
+    for row in rows:
+        counts.rows += 1
+        if errors:
+            continue
+        batch.append(row)
+        if len(batch) >= ORM_BATCH:
+            flush()
+    if batch and not errors:
+        flush()
+    return counts
+
+
+class PromptSetInUse(Exception):
+    pass
+
+
+def prompt_set_delete(*, prompt_set: PromptSet, chunk: int = 5000) -> None:
+    """Delete a prompt set with its prompts (and what cascades from them), in chunks so memory stays
+    flat for sets of millions of prompts. Idempotent: deleting an already deleted set does nothing."""
+    try:
+        with transaction.atomic():
+            while True:
+                ids = list(Prompt.objects.filter(prompt_set_id=prompt_set.pk).values_list("pk", flat=True)[:chunk])
+                if not ids:
+                    break
+                Prompt.objects.filter(pk__in=ids).delete()
+            PromptSet.objects.filter(pk=prompt_set.pk).delete()
+    except (ProtectedError, RestrictedError) as exc:
+        raise PromptSetInUse("This prompt set is used by data that must be kept (e.g. a frozen dataset).") from exc
