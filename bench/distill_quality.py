@@ -1,6 +1,7 @@
 """Does distillation work? Two-digit addition with a character tokenizer, exact-match accuracy.
 
-A teacher (~0.8M parameters) is trained on ground truth. Four students about a tenth of its size
+The answer is written least significant digit first ("12+39=" -> "15").
+A teacher (~0.45M parameters) is trained on ground truth. Four students about a tenth of its size
 then train for the same number of steps on the same prompts:
   (a) scratch: ground-truth answers;  (b) sft: the teacher's greedy answers;
   (c) kd: teacher's token ids + its full distribution (K = V);  (d) kd with top-5.
@@ -34,14 +35,20 @@ from workers.engine.toy import char_tokenizer, tiny_llama  # noqa: E402
 from workers.engine.train import train  # noqa: E402
 
 TEMPLATE = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
-TEACHER = {"hidden": 128, "layers": 4, "heads": 4, "intermediate": 512}
-STUDENT = {"hidden": 64, "layers": 2, "heads": 2, "intermediate": 128}
+TEACHER = {"hidden": 96, "layers": 3, "heads": 4, "intermediate": 384}
+STUDENT = {"hidden": 48, "layers": 2, "heads": 2, "intermediate": 96}
 
 
 def problems(seed: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
     pairs = [(a, b) for a in range(100) for b in range(100)]
     random.Random(seed).shuffle(pairs)
     return pairs[500:], pairs[:500]  # train pool, held-out
+
+
+def answer(a: int, b: int) -> str:
+    # Least significant digit first: each digit then needs only its column and the carry, which a
+    # model this small learns in minutes on a CPU (written most significant first it does not).
+    return str(a + b)[::-1]
 
 
 def msgs(a: int, b: int) -> list[dict[str, str]]:
@@ -56,7 +63,7 @@ def write(path: Path, rows: list[dict]) -> str:
 def accuracy(model_dir: str, tok, held: list[tuple[int, int]]) -> float:  # type: ignore[no-untyped-def]
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     outs = generate(model, tok, [msgs(a, b) for a, b in held], max_new_tokens=5, batch_size=250)
-    return sum(o.text == str(a + b) for o, (a, b) in zip(outs, held, strict=True)) / len(held)
+    return sum(o.text == answer(a, b) for o, (a, b) in zip(outs, held, strict=True)) / len(held)
 
 
 def n_params(model_dir: str) -> int:
@@ -66,14 +73,15 @@ def n_params(model_dir: str) -> int:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="tiny step counts, to smoke-test the script")
-    ap.add_argument("--teacher-steps", type=int, default=2500)
-    ap.add_argument("--student-steps", type=int, default=500)
+    ap.add_argument("--teacher-steps", type=int, default=1500)
+    ap.add_argument("--student-steps", type=int, default=400)
     ap.add_argument("--student-prompts", type=int, default=2000)
     ap.add_argument("--seeds", type=int, default=3)
     args = ap.parse_args()
     if args.quick:
         args.teacher_steps, args.student_steps, args.seeds = 20, 10, 1
-    torch.set_num_threads(2)
+    # One thread: on a shared 2-core box, two threads per tiny model mostly wait on each other.
+    torch.set_num_threads(1)
     started = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="distill_bench_"))
     tok = char_tokenizer("0123456789+=", chat_template=TEMPLATE)
@@ -90,9 +98,9 @@ def main() -> None:
 
     # Teacher: ground truth on the whole training pool.
     t0 = time.perf_counter()
-    gt_all = write(work / "teacher.jsonl", [{"messages": msgs(a, b), "completion": str(a + b)} for a, b in pool])
+    gt_all = write(work / "teacher.jsonl", [{"messages": msgs(a, b), "completion": answer(a, b)} for a, b in pool])
     teacher_base = make_base("teacher_base", 1234, **TEACHER)
-    train(TrainConfig(data=gt_all, base=teacher_base, out=str(work / "teacher"), learning_rate=2e-3,
+    train(TrainConfig(data=gt_all, base=teacher_base, out=str(work / "teacher"), learning_rate=3e-3,
                       batch_size=64, max_steps=args.teacher_steps, seed=1, **base_common))  # fmt: skip
     teacher_dir = str(work / "teacher")
     teacher_acc = accuracy(teacher_dir, tok, held)
@@ -104,9 +112,9 @@ def main() -> None:
     prompts = pool[: args.student_prompts]
     teacher = AutoModelForCausalLM.from_pretrained(teacher_dir).eval()
     outs = generate(teacher, tok, [msgs(a, b) for a, b in prompts], max_new_tokens=5, batch_size=500, topk=vocab)
-    teacher_train_acc = sum(o.text == str(a + b) for o, (a, b) in zip(outs, prompts, strict=True)) / len(prompts)
+    teacher_train_acc = sum(o.text == answer(a, b) for o, (a, b) in zip(outs, prompts, strict=True)) / len(prompts)
     data = {
-        "scratch": write(work / "gt.jsonl", [{"messages": msgs(a, b), "completion": str(a + b)} for a, b in prompts]),
+        "scratch": write(work / "gt.jsonl", [{"messages": msgs(a, b), "completion": answer(a, b)} for a, b in prompts]),
         "sft": write(work / "sft.jsonl", [{"messages": msgs(a, b), "completion": o.text} for o, (a, b) in zip(outs, prompts, strict=True)]),
     }  # fmt: skip
     for name, k in (("kd_full", vocab), ("kd_top5", 5)):

@@ -33,7 +33,7 @@ _MIX2 = np.uint64(0xC4CEB9FE1A85EC53)
 _S33 = np.uint64(33)
 _S32 = np.uint64(32)
 # Shingles in one block of the signature loop: small enough that a block stays in cache.
-_BLOCK = 1 << 17
+_BLOCK = 1 << 19
 # Buckets larger than this are linked as a chain, not all pairs (quadratic).
 _MAX_BUCKET_PAIRS = 64
 
@@ -84,7 +84,8 @@ def _window_hashes(codepoints: np.ndarray, starts: np.ndarray, shingle: int) -> 
     h = np.zeros(len(starts), dtype=np.uint64)
     for offset in range(shingle):
         h = h * _P + codepoints[starts + offset].astype(np.uint64)
-    return (_fmix64(h) >> _S32).astype(np.uint32)
+    # The high half of the polynomial; datasketch's affine32 scheme mixes it (MurmurHash3 fmix).
+    return (h >> _S32).astype(np.uint32)
 
 
 def shingle_hash32(shingle_text: str, shingle: int = 5) -> int:
@@ -127,7 +128,8 @@ def shingle_hashes(
         for offset in range(shingle):
             h *= _P
             h += codepoints[offset : offset + n]
-        hashes = (_fmix64(h[window_start]) >> _S32).astype(np.uint32)
+        h >>= _S32
+        hashes = h.astype(np.uint32)[window_start]
         short = np.flatnonzero(lengths < shingle)
         for j in short:  # rare: texts shorter than one shingle
             n = int(lengths[j])

@@ -241,11 +241,16 @@ def teacher_api_key(teacher: Teacher) -> str:
 
 def teacher_rotate_key(*, teacher: Teacher) -> bool:
     """Re-encrypt the API key with the current (first) key. True when a key was rewritten."""
-    from distillapp.core.crypto import rotate_secret
+    from cryptography.fernet import InvalidToken
+
+    from distillapp.core.crypto import SecretDecryptionError, rotate_secret
 
     if not teacher.api_key_encrypted:
         return False
-    rotated = rotate_secret(teacher.api_key_encrypted)
+    try:
+        rotated = rotate_secret(teacher.api_key_encrypted)
+    except InvalidToken as exc:
+        raise SecretDecryptionError("No configured key decrypts this secret.") from exc
     Teacher.objects.filter(pk=teacher.pk, api_key_encrypted=teacher.api_key_encrypted).update(api_key_encrypted=rotated)
     teacher.api_key_encrypted = rotated
     return True

@@ -1,5 +1,11 @@
 from __future__ import annotations
 
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns: list = []
+from distillapp.prompts import views
+
+urlpatterns = [
+    path("projects/<int:project_id>/prompt-sets/upload/", views.prompt_set_upload, name="prompt_set_upload"),
+    path("prompt-sets/<int:prompt_set_id>/", views.prompt_set_detail, name="prompt_set_detail"),
+    path("prompt-sets/<int:prompt_set_id>/delete/", views.prompt_set_delete, name="prompt_set_delete"),
+]

@@ -9,17 +9,18 @@ instead of queueing on the same row. On SQLite the writer lock serialises everyt
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings as django_settings
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Max, Q
 from django.utils import timezone
 
-from distillapp.generation.models import Completion, CompletionStatus
+from distillapp.generation.models import Completion, CompletionStatus, GenerationJob
 from distillapp.projects.models import Project
 from distillapp.review.conf import MAX_OVERLAP, MAX_REASONS, ORDERS, ReviewSettings, review_settings
 from distillapp.review.models import (
@@ -81,20 +82,46 @@ def review_queue_sync(*, project: Project, force: bool = False) -> int:
     else:
         ReviewQueueState.objects.filter(pk=qstate.pk).update(synced_at=now)
 
-    added = 0
-    missing = (
-        Completion.objects.filter(job__project=project, status=CompletionStatus.OK, review_item__isnull=True)
-        .order_by("id")
-        .values_list("id", "job_id", "prompt_id")
-    )
-    for batch in _chunks(missing.iterator(chunk_size=_BATCH), _BATCH):
-        created = ReviewItem.objects.bulk_create(
-            [ReviewItem(completion_id=c, project=project, job_id=j, prompt_id=p) for c, j, p in batch],
-            ignore_conflicts=True,
-        )
-        added += len(created)
+    added = _insert_missing_items(project)
     _refresh_priorities(project)
     return added
+
+
+def _insert_missing_items(project: Project) -> int:
+    """One INSERT … SELECT for every OK completion that has no item yet (no rows through Python)."""
+    item = ReviewItem._meta.db_table
+    completion = Completion._meta.db_table
+    job = GenerationJob._meta.db_table
+    sql = (
+        f"INSERT INTO {item} (completion_id, project_id, job_id, prompt_id, state, priority, reviews_count, created_at) "
+        f"SELECT c.id, j.project_id, c.job_id, c.prompt_id, %s, 0, 0, %s FROM {completion} c "
+        f"INNER JOIN {job} j ON j.id = c.job_id "
+        f"WHERE j.project_id = %s AND c.status = %s "
+        f"AND NOT EXISTS (SELECT 1 FROM {item} r WHERE r.completion_id = c.id) "
+        f"ON CONFLICT (completion_id) DO NOTHING"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [ItemState.OPEN, timezone.now(), project.pk, CompletionStatus.OK])
+        return max(cursor.rowcount, 0)
+
+
+def _write_priorities(changed: list[tuple[int, float, str]]) -> None:
+    if not changed:
+        return
+    if connection.vendor != "postgresql":
+        ReviewItem.objects.bulk_update(
+            [ReviewItem(pk=pk, priority=p, state=st) for pk, p, st in changed], ["state", "priority"], batch_size=500
+        )
+        return
+    # UPDATE … FROM (VALUES …): one statement per batch instead of a CASE per row.
+    table = ReviewItem._meta.db_table
+    rows = ", ".join(["(%s::bigint, %s::double precision, %s::varchar)"] * len(changed))
+    params = [x for row in changed for x in row]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} AS r SET priority = v.p, state = v.s FROM (VALUES {rows}) AS v(id, p, s) WHERE r.id = v.id",
+            params,
+        )
 
 
 def _refresh_priorities(project: Project) -> None:
@@ -114,7 +141,7 @@ def _refresh_priorities(project: Project) -> None:
             flags=F("completion__verdict__flags"),
         )
     )
-    changed: list[ReviewItem] = []
+    changed: list[tuple[int, float, str]] = []
     for _key, group_iter in itertools.groupby(rows.iterator(chunk_size=_BATCH), key=lambda r: (r["job_id"], r["prompt_id"])):
         group = list(group_iter)
         for row in group:
@@ -126,12 +153,11 @@ def _refresh_priorities(project: Project) -> None:
             elif state == ItemState.EXCLUDED and reviewable:
                 state = ItemState.OPEN
             if state != row["state"] or priority != row["priority"]:
-                changed.append(ReviewItem(pk=row["id"], state=state, priority=priority))
+                changed.append((row["id"], priority, state))
         if len(changed) >= _BATCH:
-            ReviewItem.objects.bulk_update(changed, ["state", "priority"], batch_size=_BATCH)
+            _write_priorities(changed)
             changed = []
-    if changed:
-        ReviewItem.objects.bulk_update(changed, ["state", "priority"], batch_size=_BATCH)
+    _write_priorities(changed)
 
 
 def _chunks(it: Iterable[Any], size: int) -> Iterable[list[Any]]:
@@ -155,7 +181,6 @@ def _recount(item: ReviewItem, cfg: ReviewSettings) -> None:
     )
     item.reviews_count = len(reviews)
     active = ReviewLease.objects.filter(completion_id=item.completion_id, expires_at__gt=now)
-    active_count = active.count()
     if item.adjudicated_by_id or item.bulk_action_id or item.state == ItemState.EXCLUDED:
         pass  # an admin settled it, or a filter took it out; reviews no longer move it
     elif item.reviews_count >= cfg.overlap:
@@ -170,7 +195,7 @@ def _recount(item: ReviewItem, cfg: ReviewSettings) -> None:
             item.state, item.decision, item.target_text, item.decided_at = ItemState.ADJUDICATION, None, None, None
     else:
         item.decision, item.target_text, item.decided_at = None, None, None
-        if item.reviews_count + active_count >= cfg.overlap:
+        if item.reviews_count + active.count() >= cfg.overlap:
             item.state = ItemState.LEASED
             item.lease_expires_at = active.aggregate(m=Max("expires_at"))["m"]
         else:
@@ -235,7 +260,6 @@ def review_claim_next(
             )
             return Completion.objects.select_related("job", "prompt").get(pk=held.completion_id)
 
-        _release_expired(project, reviewer, cfg)
         order = ("priority", "id") if cfg.order == "uncertain" else ("id",)
         candidates = (
             ReviewItem.objects.filter(project=project, state=ItemState.OPEN)
@@ -243,27 +267,48 @@ def review_claim_next(
             .exclude(completion__reviews__reviewer=reviewer)
             .exclude(completion__review_leases__reviewer=reviewer)
             .exclude(completion_id__in=exclude_ids)
+            .select_related("completion__job__project", "completion__prompt")
             .order_by(*order)
+            .select_for_update(skip_locked=True, of=("self",))
         )
+        _maybe_release_expired(project, reviewer, cfg)
+        released = False
         for _attempt in range(20):
-            item = candidates.select_for_update(skip_locked=True, of=("self",)).first()
+            item = candidates.first()
             if item is None:
-                return None
+                if released:
+                    return None
+                # Expired leases are returned every few seconds; before saying "empty", do it now.
+                _maybe_release_expired(project, reviewer, cfg, force=True)
+                released = True
+                continue
             now = timezone.now()
             active = ReviewLease.objects.filter(completion_id=item.completion_id, expires_at__gt=now).count()
             if item.reviews_count + active >= cfg.overlap:
                 _recount(item, cfg)  # stale OPEN (e.g. overlap lowered): fix it and look further
                 continue
             until = _lease_until(cfg)
-            ReviewLease.objects.update_or_create(
-                completion_id=item.completion_id,
-                reviewer=reviewer,
-                defaults={"expires_at": until, "project": project},
+            ReviewLease.objects.bulk_create(
+                [ReviewLease(completion_id=item.completion_id, reviewer=reviewer, project=project, expires_at=until)],
+                update_conflicts=True,
+                unique_fields=["completion", "reviewer"],
+                update_fields=["expires_at"],
             )
             if item.reviews_count + active + 1 >= cfg.overlap:
                 ReviewItem.objects.filter(pk=item.pk).update(state=ItemState.LEASED, lease_expires_at=until)
-            return Completion.objects.select_related("job", "prompt").get(pk=item.completion_id)
+            return item.completion
     return None
+
+
+_last_release: dict[int, float] = {}
+RELEASE_EVERY_SECONDS = 2.0
+
+
+def _maybe_release_expired(project: Project, reviewer: Any, cfg: ReviewSettings, force: bool = False) -> None:
+    now = time.monotonic()
+    if force or now - _last_release.get(project.pk, 0.0) >= RELEASE_EVERY_SECONDS:
+        _last_release[project.pk] = now
+        _release_expired(project, reviewer, cfg)
 
 
 def review_release(*, completion: Completion, reviewer: Any) -> None:
@@ -338,6 +383,7 @@ def review_decide(
         if existing is not None and all(getattr(existing, k) == v for k, v in new.items()):
             if lease is not None:
                 lease.delete()
+                _recount(item, cfg)
             return existing  # the same submit again: nothing changes, nothing to log
         previous = _snapshot(existing)
         if existing is None:
@@ -357,7 +403,8 @@ def review_decide(
                 review.duration_ms = duration_ms
             review.save()
         ReviewAction.objects.create(project=project, reviewer=reviewer, completion=completion, previous=previous)
-        ReviewLease.objects.filter(completion=completion, reviewer=reviewer).delete()
+        if lease is not None:
+            lease.delete()
         _recount(item, cfg)
     return review
 

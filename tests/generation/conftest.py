@@ -12,6 +12,12 @@ from tests.generation.fake_openai import FakeOpenAI
 API_KEY = "sk-test-SECRET-abcd1234WXYZ"
 
 
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    # Users are made in almost every test here; PBKDF2 would dominate their run time.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def fake_openai():
     with FakeOpenAI(api_key=API_KEY) as server:

@@ -235,6 +235,12 @@ class _Run:
         self.flush_now = asyncio.Event()
         self.stop = asyncio.Event()
         self.summary = RunSummary()
+        from openai.types.chat import ChatCompletion
+
+        # `chat.completions.create` runs a typed transform over the params that costs ~3 ms of CPU
+        # per request in openai 3.x; our params are plain JSON already, so we post them through the
+        # same client (same HTTP stack, errors, timeout and max_retries=0) without that step.
+        self.response_type = ChatCompletion
 
     async def send(self, item: WorkItem) -> ItemResult:
         config = self.config
@@ -247,7 +253,7 @@ class _Run:
             started = time.perf_counter()
             info: ErrorInfo
             try:
-                resp = await self.client.chat.completions.create(**params)
+                resp = await self.client.post("/chat/completions", body=params, cast_to=self.response_type)
                 latency_ms = int((time.perf_counter() - started) * 1000)
                 try:
                     result = parse_response(resp, config, item, attempts, latency_ms)
