@@ -34,8 +34,27 @@ from distillapp.filters import dedup  # noqa: E402
 def make_corpus(n: int, pairs: int, seed: int = 0) -> tuple[list[str], list[tuple[int, int]]]:
     """n texts; `pairs` of them are edited copies of an earlier one (1–12 word edits each)."""
     rng = random.Random(seed)
-    syllables = ["ka", "lo", "mi", "ter", "an", "so", "vel", "ri", "dun", "ex", "pra", "to", "ul", "ben", "zo", "que"]
-    vocab = list({"".join(rng.choice(syllables) for _ in range(rng.randint(1, 4))) for _ in range(20000)})
+    syllables = [
+        "ka",
+        "lo",
+        "mi",
+        "ter",
+        "an",
+        "so",
+        "vel",
+        "ri",
+        "dun",
+        "ex",
+        "pra",
+        "to",
+        "ul",
+        "ben",
+        "zo",
+        "que",
+    ]
+    vocab = list(
+        {"".join(rng.choice(syllables) for _ in range(rng.randint(1, 4))) for _ in range(20000)}
+    )
     texts: list[str] = []
     for _ in range(n - pairs):
         words = [rng.choice(vocab) for _ in range(rng.randint(25, 90))]
@@ -87,23 +106,32 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--pairs", type=int, default=5_000)
     parser.add_argument("--threshold", type=float, default=0.8)
-    parser.add_argument("--sample", type=int, default=1_500, help="texts in the brute-force sample")
+    parser.add_argument("--sample", type=int, default=800, help="texts in the brute-force sample")
     parser.add_argument("--baseline-sample", type=int, default=5_000)
     args = parser.parse_args()
 
     texts, planted = make_corpus(args.n, args.pairs)
     chars = sum(map(len, texts))
-    print(f"corpus: {len(texts)} texts, {chars / len(texts):.0f} chars on average, {len(planted)} planted pairs")
+    print(
+        f"corpus: {len(texts)} texts, {chars / len(texts):.0f} chars on average, {len(planted)} planted pairs"
+    )
 
     start = time.perf_counter()
     groups = dedup.near_duplicate_groups(texts, threshold=args.threshold)
     elapsed = time.perf_counter() - start
     found = group_pairs(groups)
-    print(f"near_duplicate_groups: {elapsed:.2f} s for {len(texts)} texts ({len(groups)} groups, {len(found)} pairs in groups)")
+    print(
+        f"near_duplicate_groups: {elapsed:.2f} s for {len(texts)} texts ({len(groups)} groups, {len(found)} pairs in groups)"
+    )
 
     similarity = {p: dedup.jaccard(texts[p[0]], texts[p[1]]) for p in planted}
     positives = {p for p, j in similarity.items() if j >= args.threshold}
-    true_found = {p for p in found if (similarity[p] if p in similarity else dedup.jaccard(texts[p[0]], texts[p[1]])) >= args.threshold}
+    true_found = {
+        p
+        for p in found
+        if (similarity[p] if p in similarity else dedup.jaccard(texts[p[0]], texts[p[1]]))
+        >= args.threshold
+    }
     precision = len(true_found) / len(found) if found else 1.0
     recall = len(positives & found) / len(positives) if positives else 1.0
     print(
@@ -121,7 +149,8 @@ def main() -> None:
     truth = {
         (a, b)
         for a, b in itertools.combinations(sample, 2)
-        if len(shingle_sets[a] & shingle_sets[b]) / len(shingle_sets[a] | shingle_sets[b]) >= args.threshold
+        if len(shingle_sets[a] & shingle_sets[b]) / len(shingle_sets[a] | shingle_sets[b])
+        >= args.threshold
     }
     brute = time.perf_counter() - start
     in_sample = {p for p in found if p[0] in members and p[1] in members}

@@ -72,9 +72,11 @@ def n_params(model_dir: str) -> int:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true", help="tiny step counts, to smoke-test the script")
-    ap.add_argument("--teacher-steps", type=int, default=1500)
-    ap.add_argument("--student-steps", type=int, default=400)
+    ap.add_argument(
+        "--quick", action="store_true", help="tiny step counts, to smoke-test the script"
+    )
+    ap.add_argument("--teacher-steps", type=int, default=1000)
+    ap.add_argument("--student-steps", type=int, default=800)
     ap.add_argument("--student-prompts", type=int, default=2000)
     ap.add_argument("--seeds", type=int, default=3)
     args = ap.parse_args()
@@ -98,7 +100,10 @@ def main() -> None:
 
     # Teacher: ground truth on the whole training pool.
     t0 = time.perf_counter()
-    gt_all = write(work / "teacher.jsonl", [{"messages": msgs(a, b), "completion": answer(a, b)} for a, b in pool])
+    gt_all = write(
+        work / "teacher.jsonl",
+        [{"messages": msgs(a, b), "completion": answer(a, b)} for a, b in pool],
+    )
     teacher_base = make_base("teacher_base", 1234, **TEACHER)
     train(TrainConfig(data=gt_all, base=teacher_base, out=str(work / "teacher"), learning_rate=3e-3,
                       batch_size=64, max_steps=args.teacher_steps, seed=1, **base_common))  # fmt: skip
@@ -111,8 +116,12 @@ def main() -> None:
     # The teacher answers the students' prompts once; its top-k (K = V) is stored like a job's.
     prompts = pool[: args.student_prompts]
     teacher = AutoModelForCausalLM.from_pretrained(teacher_dir).eval()
-    outs = generate(teacher, tok, [msgs(a, b) for a, b in prompts], max_new_tokens=5, batch_size=500, topk=vocab)
-    teacher_train_acc = sum(o.text == answer(a, b) for o, (a, b) in zip(outs, prompts, strict=True)) / len(prompts)
+    outs = generate(
+        teacher, tok, [msgs(a, b) for a, b in prompts], max_new_tokens=5, batch_size=500, topk=vocab
+    )
+    teacher_train_acc = sum(
+        o.text == answer(a, b) for o, (a, b) in zip(outs, prompts, strict=True)
+    ) / len(prompts)
     data = {
         "scratch": write(work / "gt.jsonl", [{"messages": msgs(a, b), "completion": answer(a, b)} for a, b in prompts]),
         "sft": write(work / "sft.jsonl", [{"messages": msgs(a, b), "completion": o.text} for o, (a, b) in zip(outs, prompts, strict=True)]),
@@ -128,7 +137,7 @@ def main() -> None:
 
     results: dict[str, list[float]] = {name: [] for name in data}
     student_params = 0
-    times: dict[str, float] = {name: 0.0 for name in data}
+    times: dict[str, float] = dict.fromkeys(data, 0.0)
     for seed in range(args.seeds):
         student_base = make_base(f"student_base_{seed}", seed, **STUDENT)
         student_params = n_params(student_base)
@@ -136,7 +145,7 @@ def main() -> None:
             s0 = time.perf_counter()
             method = "kd" if name.startswith("kd") else "sft"
             out = str(work / f"{name}_{seed}")
-            train(TrainConfig(data=path, base=student_base, out=out, method=method, learning_rate=3e-3,
+            train(TrainConfig(data=path, base=student_base, out=out, method=method, learning_rate=5e-3,
                               batch_size=32, max_steps=args.student_steps, seed=seed,
                               teacher_tokenizer=teacher_dir if method == "kd" else None,
                               temperature=2.0, alpha=0.5, **base_common))  # fmt: skip
@@ -149,7 +158,9 @@ def main() -> None:
     print(f"teacher {n_params(teacher_dir):,} params; students {student_params:,} params "
           f"({student_params / n_params(teacher_dir):.2f}x); {args.student_steps} steps x batch 32 on "
           f"{len(prompts)} prompts; teacher exact match on those prompts {teacher_train_acc:.3f}")  # fmt: skip
-    print("| model | held-out exact match (mean ± sd over seeds) | per-seed | train+eval time/seed |")
+    print(
+        "| model | held-out exact match (mean ± sd over seeds) | per-seed | train+eval time/seed |"
+    )
     print("|---|---|---|---|")
     print(f"| teacher | {teacher_acc:.3f} | - | {teacher_time:.0f}s |")
     labels = {"scratch": "(a) scratch, ground truth", "sft": "(b) sft on teacher outputs",

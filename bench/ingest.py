@@ -29,15 +29,102 @@ from urllib.parse import urlparse, urlunparse
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DB = "distillery_bench"
 
-WORDS = (
-    "explain summarise translate write compare list describe why how what when the a an of to in for "
-    "function python database query index latency model training dataset token gradient loss customer "
-    "refund order invoice shipping delay policy contract clause tenant landlord recipe oven chicken "
-    "garlic poem sonnet river mountain history empire revolution economy inflation interest rate "
-    "physics energy momentum quantum chemistry molecule bond biology cell protein enzyme please "
-    "step by step briefly in detail concise example code bug error stack trace kubernetes docker "
-    "network packet router firewall security password encryption certificate email meeting agenda"
-).split()
+WORDS = [
+    "explain",
+    "summarise",
+    "translate",
+    "write",
+    "compare",
+    "list",
+    "describe",
+    "why",
+    "how",
+    "what",
+    "when",
+    "the",
+    "a",
+    "an",
+    "of",
+    "to",
+    "in",
+    "for",
+    "function",
+    "python",
+    "database",
+    "query",
+    "index",
+    "latency",
+    "model",
+    "training",
+    "dataset",
+    "token",
+    "gradient",
+    "loss",
+    "customer",
+    "refund",
+    "order",
+    "invoice",
+    "shipping",
+    "delay",
+    "policy",
+    "contract",
+    "clause",
+    "tenant",
+    "landlord",
+    "recipe",
+    "oven",
+    "chicken",
+    "garlic",
+    "poem",
+    "sonnet",
+    "river",
+    "mountain",
+    "history",
+    "empire",
+    "revolution",
+    "economy",
+    "inflation",
+    "interest",
+    "rate",
+    "physics",
+    "energy",
+    "momentum",
+    "quantum",
+    "chemistry",
+    "molecule",
+    "bond",
+    "biology",
+    "cell",
+    "protein",
+    "enzyme",
+    "please",
+    "step",
+    "by",
+    "step",
+    "briefly",
+    "in",
+    "detail",
+    "concise",
+    "example",
+    "code",
+    "bug",
+    "error",
+    "stack",
+    "trace",
+    "kubernetes",
+    "docker",
+    "network",
+    "packet",
+    "router",
+    "firewall",
+    "security",
+    "password",
+    "encryption",
+    "certificate",
+    "email",
+    "meeting",
+    "agenda",
+]
 SOURCES = ["support", "forum", "docs", "synthetic", "sales"]
 
 
@@ -104,7 +191,12 @@ def worker(path_kind: str, file: str) -> None:
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     started = time.perf_counter()
     result = prompt_set_import(
-        project=project, file=file, name=Path(file).name, heldout_fraction=0.1, seed=1, use_copy=path_kind == "copy"
+        project=project,
+        file=file,
+        name=Path(file).name,
+        heldout_fraction=0.1,
+        seed=1,
+        use_copy=path_kind == "copy",
     )
     seconds = time.perf_counter() - started
     rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -125,26 +217,36 @@ def worker(path_kind: str, file: str) -> None:
 def _run(env: dict[str, str], path_kind: str, file: Path) -> dict:
     out = subprocess.run(
         [sys.executable, __file__, "--worker", path_kind, "--file", str(file)],
-        env=env, check=True, capture_output=True, text=True,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _admin(url: str, sql: str) -> None:
+def _admin(url: str, sql: str, database: str = "postgres") -> None:
     import psycopg
 
     parsed = urlparse(url)
-    admin_url = urlunparse(parsed._replace(path="/postgres"))
+    admin_url = urlunparse(parsed._replace(path=f"/{database}"))
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(sql)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--worker", choices=["copy", "orm"], help=argparse.SUPPRESS)
     parser.add_argument("--file", help=argparse.SUPPRESS)
     parser.add_argument("--skip-orm", action="store_true", help="skip the bulk_create baseline")
+    parser.add_argument(
+        "--without-fts",
+        action="store_true",
+        help="diagnostic: drop the full-text GIN index first, to show what it costs (not the product)",
+    )
     args = parser.parse_args()
     if args.worker:
         worker(args.worker, args.file)
@@ -152,14 +254,18 @@ def main() -> None:
 
     url = os.environ.get("DATABASE_URL", "")
     if not url.startswith(("postgres://", "postgresql://")):
-        sys.exit("Set DATABASE_URL to a PostgreSQL server (the benchmark creates and drops distillery_bench).")
+        sys.exit(
+            "Set DATABASE_URL to a PostgreSQL server (the benchmark creates and drops distillery_bench)."
+        )
     bench_url = urlunparse(urlparse(url)._replace(path=f"/{BENCH_DB}"))
     env = {**os.environ, "DATABASE_URL": bench_url}
     env.setdefault("DISTILLERY_UPLOAD_MAX_BYTES", str(64 * 1024**3))
     _admin(url, f"DROP DATABASE IF EXISTS {BENCH_DB}")
     _admin(url, f"CREATE DATABASE {BENCH_DB}")
     try:
-        subprocess.run([sys.executable, str(ROOT / "manage.py"), "migrate", "-v0"], env=env, check=True)
+        subprocess.run(
+            [sys.executable, str(ROOT / "manage.py"), "migrate", "-v0"], env=env, check=True
+        )
         with tempfile.TemporaryDirectory(prefix="distillery-bench-") as tmp:
             big, small = Path(tmp) / "prompts.jsonl", Path(tmp) / "prompts-small.jsonl"
             small_rows = max(args.rows // 4, 1)

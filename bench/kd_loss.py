@@ -55,7 +55,9 @@ def child(impl: str) -> None:
 
 
 def run_child(impl: str) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", impl], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", impl], capture_output=True, text=True, check=True
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -84,10 +86,14 @@ def main() -> None:
     print("| implementation | peak extra memory | of which logits gradient | time | loss |")
     print("|---|---|---|---|---|")
     for r in (naive, chunked):
-        print(f"| {r['impl']} | {r['peak_extra_mb']:.0f} MB | {grad_mb:.0f} MB | {r['seconds']:.2f}s | {r['loss']:.6f} |")
+        print(
+            f"| {r['impl']} | {r['peak_extra_mb']:.0f} MB | {grad_mb:.0f} MB | {r['seconds']:.2f}s | {r['loss']:.6f} |"
+        )
     ratio = chunked["peak_extra_mb"] / naive["peak_extra_mb"]
     beyond = (chunked["peak_extra_mb"] - grad_mb) / (naive["peak_extra_mb"] - grad_mb)
-    print(f"chunked/naive peak: {ratio:.1%} (target <= 25%); excluding the gradient both must hold: {beyond:.1%}")
+    print(
+        f"chunked/naive peak: {ratio:.1%} (target <= 25%); excluding the gradient both must hold: {beyond:.1%}"
+    )
     print(f"chunked/naive time: {chunked['seconds'] / naive['seconds']:.2f}x; "
           f"loss relative difference {abs(chunked['loss'] - naive['loss']) / abs(naive['loss']):.2e}; "
           f"grad |sum| relative difference {abs(chunked['grad_sum'] - naive['grad_sum']) / naive['grad_sum']:.2e}")  # fmt: skip

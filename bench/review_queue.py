@@ -44,7 +44,9 @@ def _prepare_database(url: str, name: str) -> str:
     return urlunparse(parsed._replace(path=f"/{name}"))
 
 
-def _insert_select(model, overrides: dict[str, str], source: str, params: list | None = None) -> int:
+def _insert_select(
+    model, overrides: dict[str, str], source: str, params: list | None = None
+) -> int:
     """INSERT INTO model's table (every column) SELECT overrides-or-field-defaults FROM source.
 
     Columns other engineers add later get their Django default, so the seed keeps working."""
@@ -91,11 +93,16 @@ def seed(n: int, reviewers: int) -> tuple:
         user = user_model.objects.create(username=f"reviewer{i}")
         Membership.objects.create(user=user, org=org, role=Role.REVIEWER)
         users.append(user)
-    project = Project.objects.create(org=org, name="Bench", settings={"review": {"overlap": 1, "order": "uncertain"}})
+    project = Project.objects.create(
+        org=org, name="Bench", settings={"review": {"overlap": 1, "order": "uncertain"}}
+    )
     teacher = Teacher.objects.create(project=project, name="t", kind="openai", model="m")
     prompt_set = PromptSet.objects.create(project=project, name="bench")
     job = GenerationJob.objects.create(
-        project=project, prompt_set=prompt_set, teacher=teacher, samples_per_prompt=2,
+        project=project,
+        prompt_set=prompt_set,
+        teacher=teacher,
+        samples_per_prompt=2,
         teacher_snapshot={"name": "t", "model": "m", "decoding": {"temperature": 0.7}},
     )
     prompts = (n + 1) // 2
@@ -169,9 +176,17 @@ def run(project, users, per_reviewer: int) -> dict:
                     break
                 my_items.append(completion.pk)
                 if (i + seed) % 5 == 0:
-                    review_decide(completion=completion, reviewer=user, decision="reject", reason="Unhelpful", duration_ms=1)
+                    review_decide(
+                        completion=completion,
+                        reviewer=user,
+                        decision="reject",
+                        reason="Unhelpful",
+                        duration_ms=1,
+                    )
                 else:
-                    review_decide(completion=completion, reviewer=user, decision="approve", duration_ms=1)
+                    review_decide(
+                        completion=completion, reviewer=user, decision="approve", duration_ms=1
+                    )
                 t2 = time.perf_counter()
                 my_claims.append(t1 - t0)
                 my_decides.append(t2 - t1)
@@ -202,7 +217,9 @@ def run(project, users, per_reviewer: int) -> dict:
         "decide_p95": _pct(decides, 0.95) * 1000,
         "twice": twice,
         "throughput": len(claims) / wall if wall else 0.0,
-        "mean": statistics.fmean(c + d for c, d in zip(claims, decides, strict=True)) * 1000 if claims else 0.0,
+        "mean": statistics.fmean(c + d for c, d in zip(claims, decides, strict=True)) * 1000
+        if claims
+        else 0.0,
     }
 
 
@@ -212,12 +229,16 @@ def main() -> None:
     parser.add_argument("--reviewers", type=int, default=16)
     parser.add_argument("--per-reviewer", type=int, default=200)
     parser.add_argument("--db-name", default="distillery_bench_review")
-    parser.add_argument("--skip-sync-timing", action="store_true", help="seed review items in SQL only")
+    parser.add_argument(
+        "--skip-sync-timing", action="store_true", help="seed review items in SQL only"
+    )
     args = parser.parse_args()
 
     url = os.environ.get("DATABASE_URL", "")
     if not url.startswith(("postgres://", "postgresql://")):
-        sys.exit("bench/review_queue.py needs DATABASE_URL=postgres://… (SKIP LOCKED is PostgreSQL's).")
+        sys.exit(
+            "bench/review_queue.py needs DATABASE_URL=postgres://… (SKIP LOCKED is PostgreSQL's)."
+        )
     os.environ["DATABASE_URL"] = _prepare_database(url, args.db_name)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "distillapp.settings")
     import django
@@ -237,7 +258,9 @@ def main() -> None:
     sync_s = time.perf_counter() - t0
     with connection.cursor() as cur:
         cur.execute("ANALYZE")
-    counts = Counter(review_item.objects.filter(project=project).values_list("state", flat=True).iterator())
+    counts = Counter(
+        review_item.objects.filter(project=project).values_list("state", flat=True).iterator()
+    )
     print(f"review_queue_sync (first, all items new): {sync_s:.1f} s → {dict(counts)}")
 
     baseline = run(project, users[-1:], args.per_reviewer)

@@ -26,9 +26,21 @@ from workers.teachers.openai_runner import Decoding, ItemResult, RunnerConfig, W
 
 def start_server(latency: float, rate_429: float) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.generation.fake_openai", "--latency", str(latency), "--rate-429", str(rate_429),
-         "--retry-after", "0.2"],
-        cwd=str(ROOT), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "tests.generation.fake_openai",
+            "--latency",
+            str(latency),
+            "--rate-429",
+            str(rate_429),
+            "--retry-after",
+            "0.2",
+        ],
+        cwd=str(ROOT),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert proc.stdout is not None
     line = proc.stdout.readline()
@@ -37,7 +49,10 @@ def start_server(latency: float, rate_429: float) -> tuple[subprocess.Popen, str
 
 
 def run(items: int, concurrency: int, base_url: str, top_logprobs: int) -> dict[str, float]:
-    work = [WorkItem(i, 0, [{"role": "user", "content": f"Question number {i}: what is {i} + {i}?"}]) for i in range(items)]
+    work = [
+        WorkItem(i, 0, [{"role": "user", "content": f"Question number {i}: what is {i} + {i}?"}])
+        for i in range(items)
+    ]
     done = {"ok": 0, "failed": 0}
 
     async def sink(batch: list[ItemResult]) -> None:
@@ -45,13 +60,26 @@ def run(items: int, concurrency: int, base_url: str, top_logprobs: int) -> dict[
             done["ok" if r.ok else "failed"] += 1
 
     config = RunnerConfig(
-        base_url=base_url, model="teacher-model", api_key="bench", concurrency=concurrency, timeout=30,
-        max_attempts=20, backoff_base=0.1, backoff_cap=2.0, decoding=Decoding(max_tokens=64, top_logprobs=top_logprobs),
+        base_url=base_url,
+        model="teacher-model",
+        api_key="bench",
+        concurrency=concurrency,
+        timeout=30,
+        max_attempts=20,
+        backoff_base=0.1,
+        backoff_cap=2.0,
+        decoding=Decoding(max_tokens=64, top_logprobs=top_logprobs),
     )
     cpu0, wall0 = time.process_time(), time.perf_counter()
     summary = asyncio.run(run_openai(work, config, sink=sink))
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
-    return {"wall": wall, "cpu": cpu, "ok": done["ok"], "failed": done["failed"], "retries": summary.retries}
+    return {
+        "wall": wall,
+        "cpu": cpu,
+        "ok": done["ok"],
+        "failed": done["failed"],
+        "retries": summary.retries,
+    }
 
 
 def main() -> None:
@@ -62,8 +90,10 @@ def main() -> None:
     parser.add_argument("--top-logprobs", type=int, default=0)
     args = parser.parse_args()
     ideal = args.concurrency / args.latency
-    print(f"{args.items} prompts, concurrency {args.concurrency}, server latency {args.latency * 1000:.0f} ms, "
-          f"top_logprobs {args.top_logprobs}, {os.cpu_count()} CPUs")
+    print(
+        f"{args.items} prompts, concurrency {args.concurrency}, server latency {args.latency * 1000:.0f} ms, "
+        f"top_logprobs {args.top_logprobs}, {os.cpu_count()} CPUs"
+    )
     for label, rate in (("no faults", 0.0), ("20% 429 + Retry-After 0.2s", 0.2)):
         proc, url = start_server(args.latency, rate)
         try:
@@ -73,9 +103,11 @@ def main() -> None:
             proc.stdin.close()
             proc.wait(timeout=10)
         rps = r["ok"] / r["wall"]
-        print(f"[{label}] finished {r['ok']:.0f}/{args.items} (failed {r['failed']:.0f}, retries {r['retries']:.0f}) "
-              f"in {r['wall']:.1f} s: {rps:.1f} req/s; ideal {ideal:.0f} req/s; ratio {rps / ideal:.2f} "
-              f"(target >= 0.85 without faults); client CPU {1000 * r['cpu'] / max(r['ok'], 1):.2f} ms per completion")
+        print(
+            f"[{label}] finished {r['ok']:.0f}/{args.items} (failed {r['failed']:.0f}, retries {r['retries']:.0f}) "
+            f"in {r['wall']:.1f} s: {rps:.1f} req/s; ideal {ideal:.0f} req/s; ratio {rps / ideal:.2f} "
+            f"(target >= 0.85 without faults); client CPU {1000 * r['cpu'] / max(r['ok'], 1):.2f} ms per completion"
+        )
 
 
 if __name__ == "__main__":

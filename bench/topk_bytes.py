@@ -32,7 +32,9 @@ COMPLETIONS = 20
 def _logprobs(rng: np.random.Generator, t: int) -> np.ndarray:
     logits = rng.normal(0, 1, size=(t, K)) * 2.0
     logits[:, 0] += rng.uniform(2, 8, size=t)  # a confident top-1, as real models mostly are
-    lp = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True) + np.exp(rng.uniform(0, 3, size=(t, 1))))
+    lp = logits - np.log(
+        np.exp(logits).sum(axis=1, keepdims=True) + np.exp(rng.uniform(0, 3, size=(t, 1)))
+    )
     return -np.sort(-lp, axis=1)
 
 
@@ -52,14 +54,23 @@ def case_ids(vocab: int, seed: int, *, uniform: bool = False) -> tuple[int, int,
         lps = _logprobs(rng, TOKENS_PER_COMPLETION).astype(np.float16)
         record = topk_format.TopkRecord(ids[:, 0].copy(), ids, lps)
         stored += len(topk_format.encode(record))
-        naive += len(json.dumps([[[int(i), float(lp)] for i, lp in zip(r_ids, r_lp, strict=True)] for r_ids, r_lp in zip(ids, lps.astype(float), strict=True)]))
+        naive += len(
+            json.dumps(
+                [
+                    [[int(i), float(lp)] for i, lp in zip(r_ids, r_lp, strict=True)]
+                    for r_ids, r_lp in zip(ids, lps.astype(float), strict=True)
+                ]
+            )
+        )
         tokens += TOKENS_PER_COMPLETION
     return stored, naive, tokens
 
 
 def case_strings(seed: int) -> tuple[int, int, int]:
     rnd = random.Random(seed)
-    vocab = ["".join(rnd.choices(string.ascii_lowercase, k=rnd.randint(1, 7))) for _ in range(50_000)]
+    vocab = [
+        "".join(rnd.choices(string.ascii_lowercase, k=rnd.randint(1, 7))) for _ in range(50_000)
+    ]
     vocab = [(" " + w if rnd.random() < 0.6 else w) for w in vocab]
     rng = np.random.default_rng(seed)
     stored = naive = tokens = 0
@@ -69,10 +80,21 @@ def case_strings(seed: int) -> tuple[int, int, int]:
         toks = [[vocab[i] for i in row] for row in ids]
         record = topk_format.from_token_strings([row[0] for row in toks], toks, lps.tolist())
         stored += len(topk_format.encode(record))
-        naive += len(json.dumps([
-            {"token": row[0], "logprob": float(lp_row[0]), "top_logprobs": [{"token": t, "logprob": float(lp)} for t, lp in zip(row, lp_row, strict=True)]}
-            for row, lp_row in zip(toks, lps, strict=True)
-        ]))
+        naive += len(
+            json.dumps(
+                [
+                    {
+                        "token": row[0],
+                        "logprob": float(lp_row[0]),
+                        "top_logprobs": [
+                            {"token": t, "logprob": float(lp)}
+                            for t, lp in zip(row, lp_row, strict=True)
+                        ],
+                    }
+                    for row, lp_row in zip(toks, lps, strict=True)
+                ]
+            )
+        )
         tokens += TOKENS_PER_COMPLETION
     return stored, naive, tokens
 
@@ -87,7 +109,9 @@ def main() -> None:
         ("worst case: uniform ids, 152k", case_ids(152_064, 4, uniform=True)),
     ):
         per = stored / tokens
-        print(f"{name:<34}{per:>12.1f}{naive / tokens:>15.1f}{naive / stored:>7.1f}x   {'OK' if per <= 100 else 'OVER'}")
+        print(
+            f"{name:<34}{per:>12.1f}{naive / tokens:>15.1f}{naive / stored:>7.1f}x   {'OK' if per <= 100 else 'OVER'}"
+        )
 
 
 if __name__ == "__main__":

@@ -58,7 +58,10 @@ def baseline(base: str, data: Path, out: str) -> float:
     features = []
     for line in data.read_text().splitlines():
         row = json.loads(line)
-        prompt = "".join(f"<|{m['role']}|>\n{m['content']}\n" for m in row["messages"]) + "<|assistant|>\n"
+        prompt = (
+            "".join(f"<|{m['role']}|>\n{m['content']}\n" for m in row["messages"])
+            + "<|assistant|>\n"
+        )
         p = tok(prompt)["input_ids"]
         c = tok(row["completion"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
         ids = (p + c)[:MAX_LEN]
@@ -98,7 +101,11 @@ def main() -> None:
     tok.save_pretrained(base)
     data = work / "data.jsonl"
     make_data(data)
-    runs: dict[str, list[float]] = {"plain Trainer": [], "engine sft": [], "engine sft + packing": []}
+    runs: dict[str, list[float]] = {
+        "plain Trainer": [],
+        "engine sft": [],
+        "engine sft + packing": [],
+    }
     for rep in range(REPEATS):  # interleaved so background load hits every variant alike
         runs["plain Trainer"].append(baseline(base, data, str(work / f"b{rep}")))
         runs["engine sft"].append(engine(base, data, str(work / f"e{rep}"), packing=False))
@@ -110,7 +117,9 @@ def main() -> None:
     ref = statistics.median(runs["plain Trainer"])
     for name, values in runs.items():
         med = statistics.median(values)
-        print(f"| {name} | {med:,.0f} | {', '.join(f'{v:,.0f}' for v in values)} | {med / ref:.2f}x |")
+        print(
+            f"| {name} | {med:,.0f} | {', '.join(f'{v:,.0f}' for v in values)} | {med / ref:.2f}x |"
+        )
     print("targets: engine sft >= 1.0x, with packing >= 1.5x")
 
 

@@ -4,7 +4,7 @@ from datetime import datetime
 from typing import Any
 
 from django.http import Http404, HttpRequest
-from ninja import Body, Router, Schema
+from ninja import Body, Router, Schema, Status
 
 from distillapp.accounts.access import get_project_for_user
 from distillapp.accounts.models import Role
@@ -91,7 +91,7 @@ def _verdict_out(v: CompletionVerdict) -> VerdictOut:
 
 
 @router.post("/projects/{project_id}/filters/run", response={202: RunOut})
-def run_filters(request: HttpRequest, project_id: int, payload: RunIn) -> tuple[int, RunOut]:
+def run_filters(request: HttpRequest, project_id: int, payload: RunIn) -> Status:
     """Queue a filter run over one job (`job_id`) or the whole project. Admins only."""
     from distillapp.generation.models import GenerationJob
 
@@ -102,7 +102,7 @@ def run_filters(request: HttpRequest, project_id: int, payload: RunIn) -> tuple[
         if job is None:
             raise Http404("Not found.")
     run = services.filter_run_start(project=project, user=request.user, job=job)
-    return 202, _run_out(run)
+    return Status(202, _run_out(run))
 
 
 @router.get("/projects/{project_id}/filters/runs", response=list[RunOut])

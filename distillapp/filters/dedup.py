@@ -27,7 +27,7 @@ from datasketch import LeanMinHash, MinHash, MinHashLSH
 
 SCHEME = "affine32"
 SEED = 1
-_P = np.uint64(0x100000001B3)  # FNV-64 prime: the polynomial base of the shingle hash
+_P = np.uint64(0x9E3779B97F4A7C15)  # 2^64/golden ratio: polynomial base; its high bits mix well
 _MIX1 = np.uint64(0xFF51AFD7ED558CCD)
 _MIX2 = np.uint64(0xC4CEB9FE1A85EC53)
 _S33 = np.uint64(33)
@@ -84,6 +84,7 @@ def _window_hashes(codepoints: np.ndarray, starts: np.ndarray, shingle: int) -> 
     h = np.zeros(len(starts), dtype=np.uint64)
     for offset in range(shingle):
         h = h * _P + codepoints[starts + offset].astype(np.uint64)
+    h = h * _P  # so the last character reaches the high half too
     # The high half of the polynomial; datasketch's affine32 scheme mixes it (MurmurHash3 fmix).
     return (h >> _S32).astype(np.uint32)
 
@@ -128,6 +129,7 @@ def shingle_hashes(
         for offset in range(shingle):
             h *= _P
             h += codepoints[offset : offset + n]
+        h *= _P
         h >>= _S32
         hashes = h.astype(np.uint32)[window_start]
         short = np.flatnonzero(lengths < shingle)

@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 
 _SAVE_BATCH = 1000
 _PROGRESS_EVERY_S = 1.0
-_KEPT_STATES = (VerdictState.PASSED, VerdictState.RESTORED)
+_KEPT_STATES = (VerdictState.PASSED, VerdictState.RESTORED, VerdictState.PENDING)
 
 
 # ---- configuration ---------------------------------------------------------------------------
@@ -309,8 +309,9 @@ def _mark_duplicates(
     """Group duplicates over all OK completions of the project and flag all but one per group.
 
     The kept one is, in order of preference: a completion outside this run that is already kept
-    (passed or restored, or not filtered yet), then one of this run with no other flag, then the
-    lowest id. Only completions of this run get new verdicts.
+    (passed, restored or awaiting the judge), then one of this run with no other flag or outside
+    it and not checked yet, then any; ties go to the lowest id. Only completions of this run get
+    new verdicts.
     """
     from distillapp.generation.models import Completion, CompletionStatus
 
@@ -332,9 +333,14 @@ def _mark_duplicates(
 
     def rank(i: int) -> tuple[int, int]:
         cid = ids[i]
-        if cid not in outcomes:
-            return (0 if outside_state.get(cid, VerdictState.PASSED) in _KEPT_STATES else 2, cid)
-        return (1 if not outcomes[cid].flags else 2, cid)
+        if cid in outcomes:
+            return (1 if not outcomes[cid].flags else 2, cid)
+        state = outside_state.get(cid)
+        if state is None:
+            # Not checked yet (e.g. another job's run in progress): ranked like this run's clean
+            # ones, by id, so two concurrent runs pick the same keeper.
+            return (1, cid)
+        return (0 if state in _KEPT_STATES else 2, cid)
 
     rep_of: dict[int, int] = {}
     if config.is_enabled(C.EXACT_DUPLICATE):

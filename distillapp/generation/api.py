@@ -167,35 +167,73 @@ def _money(value: Decimal | float | str) -> str:
 
 def teacher_out(t: Teacher) -> TeacherOut:
     return TeacherOut(
-        id=t.pk, project_id=t.project_id, name=t.name, kind=t.kind, base_url=t.base_url, model=t.model,
-        has_api_key=bool(t.api_key_encrypted), api_key_last4=t.api_key_last4, model_path=t.model_path,
-        device=t.device, dtype=t.dtype, batch_size=t.batch_size, concurrency=t.concurrency,
-        requests_per_minute=t.requests_per_minute, tokens_per_minute=t.tokens_per_minute,
+        id=t.pk,
+        project_id=t.project_id,
+        name=t.name,
+        kind=t.kind,
+        base_url=t.base_url,
+        model=t.model,
+        has_api_key=bool(t.api_key_encrypted),
+        api_key_last4=t.api_key_last4,
+        model_path=t.model_path,
+        device=t.device,
+        dtype=t.dtype,
+        batch_size=t.batch_size,
+        concurrency=t.concurrency,
+        requests_per_minute=t.requests_per_minute,
+        tokens_per_minute=t.tokens_per_minute,
         decoding=t.decoding or {},
-        prices=PricesOut(input_per_m=_money(t.price_input_per_m), output_per_m=_money(t.price_output_per_m)),
-        created_at=t.created_at, updated_at=t.updated_at,
+        prices=PricesOut(
+            input_per_m=_money(t.price_input_per_m), output_per_m=_money(t.price_output_per_m)
+        ),
+        created_at=t.created_at,
+        updated_at=t.updated_at,
     )
 
 
 def job_out(job: GenerationJob) -> JobOut:
     progress = selectors.job_progress(job=job)
     return JobOut(
-        id=job.pk, project_id=job.project_id, prompt_set_id=job.prompt_set_id, teacher_id=job.teacher_id,
-        status=job.status, total=job.total, done=job.done, failed=job.failed,
-        prompt_tokens=job.prompt_tokens, completion_tokens=job.completion_tokens, cost_usd=str(job.cost_usd),
-        throughput_per_s=progress.throughput, eta_seconds=progress.eta_seconds, message=job.message,
-        samples_per_prompt=job.samples_per_prompt, prompt_filter=job.prompt_filter or {},
-        teacher_snapshot=job.teacher_snapshot or {}, created_at=job.created_at, started_at=job.started_at,
-        finished_at=job.finished_at, heartbeat_at=job.heartbeat_at,
+        id=job.pk,
+        project_id=job.project_id,
+        prompt_set_id=job.prompt_set_id,
+        teacher_id=job.teacher_id,
+        status=job.status,
+        total=job.total,
+        done=job.done,
+        failed=job.failed,
+        prompt_tokens=job.prompt_tokens,
+        completion_tokens=job.completion_tokens,
+        cost_usd=str(job.cost_usd),
+        throughput_per_s=progress.throughput,
+        eta_seconds=progress.eta_seconds,
+        message=job.message,
+        samples_per_prompt=job.samples_per_prompt,
+        prompt_filter=job.prompt_filter or {},
+        teacher_snapshot=job.teacher_snapshot or {},
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        heartbeat_at=job.heartbeat_at,
     )
 
 
 def completion_out(c: Completion) -> CompletionOut:
     return CompletionOut(
-        id=c.pk, prompt_id=c.prompt_id, sample_index=c.sample_index, status=c.status, text=c.text,
-        finish_reason=c.finish_reason, prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens,
-        latency_ms=c.latency_ms, cost_usd=str(c.cost_usd), mean_logprob=c.mean_logprob,
-        has_topk=c.topk is not None, error=c.error, attempts=c.attempts,
+        id=c.pk,
+        prompt_id=c.prompt_id,
+        sample_index=c.sample_index,
+        status=c.status,
+        text=c.text,
+        finish_reason=c.finish_reason,
+        prompt_tokens=c.prompt_tokens,
+        completion_tokens=c.completion_tokens,
+        latency_ms=c.latency_ms,
+        cost_usd=str(c.cost_usd),
+        mean_logprob=c.mean_logprob,
+        has_topk=c.topk is not None,
+        error=c.error,
+        attempts=c.attempts,
     )
 
 
@@ -206,14 +244,26 @@ def list_teachers(request: HttpRequest, project_id: int) -> list[TeacherOut]:
 
 
 @router.post("/projects/{project_id}/teachers", response={201: TeacherOut})
-def create_teacher(request: HttpRequest, project_id: int, payload: TeacherIn) -> tuple[int, TeacherOut]:
+def create_teacher(
+    request: HttpRequest, project_id: int, payload: TeacherIn
+) -> tuple[int, TeacherOut]:
     project, _m = get_project_for_user(request.user, project_id, Role.ADMIN)
     teacher = services.teacher_create(
-        project=project, name=payload.name, kind=payload.kind, base_url=payload.base_url, model=payload.model,
-        api_key=payload.api_key, model_path=payload.model_path, device=payload.device, dtype=payload.dtype,
-        batch_size=payload.batch_size, concurrency=payload.concurrency,
-        requests_per_minute=payload.requests_per_minute, tokens_per_minute=payload.tokens_per_minute,
-        price_input_per_m=payload.prices.input_per_m, price_output_per_m=payload.prices.output_per_m,
+        project=project,
+        name=payload.name,
+        kind=payload.kind,
+        base_url=payload.base_url,
+        model=payload.model,
+        api_key=payload.api_key,
+        model_path=payload.model_path,
+        device=payload.device,
+        dtype=payload.dtype,
+        batch_size=payload.batch_size,
+        concurrency=payload.concurrency,
+        requests_per_minute=payload.requests_per_minute,
+        tokens_per_minute=payload.tokens_per_minute,
+        price_input_per_m=payload.prices.input_per_m,
+        price_output_per_m=payload.prices.output_per_m,
         decoding=payload.decoding,
     )
     return 201, teacher_out(teacher)
@@ -230,12 +280,16 @@ def patch_teacher(request: HttpRequest, teacher_id: int, payload: TeacherPatch) 
     teacher, _m = get_scoped_object(request.user, Teacher.objects.all(), teacher_id, Role.ADMIN)
     data = payload.dict(exclude_unset=True)
     prices = data.pop("prices", None) or {}
-    kwargs: dict[str, Any] = {k: v for k, v in data.items() if k not in ("requests_per_minute", "tokens_per_minute")}
+    kwargs: dict[str, Any] = {
+        k: v for k, v in data.items() if k not in ("requests_per_minute", "tokens_per_minute")
+    }
     for key in ("requests_per_minute", "tokens_per_minute"):
         if key in data:
             kwargs[key] = data[key]  # null clears the limit
     teacher = services.teacher_update(
-        teacher=teacher, price_input_per_m=prices.get("input_per_m"), price_output_per_m=prices.get("output_per_m"),
+        teacher=teacher,
+        price_input_per_m=prices.get("input_per_m"),
+        price_output_per_m=prices.get("output_per_m"),
         **kwargs,
     )
     return teacher_out(teacher)
@@ -252,7 +306,13 @@ def delete_teacher(request: HttpRequest, teacher_id: int) -> tuple[int, None]:
 def test_teacher(request: HttpRequest, teacher_id: int, payload: TestIn) -> TestOut:
     teacher, _m = get_scoped_object(request.user, Teacher.objects.all(), teacher_id, Role.ADMIN)
     result = teacher_test(teacher=teacher, prompt=payload.prompt)
-    return TestOut(ok=result.ok, text=result.text, error=result.error, latency_ms=result.latency_ms, details=result.details)
+    return TestOut(
+        ok=result.ok,
+        text=result.text,
+        error=result.error,
+        latency_ms=result.latency_ms,
+        details=result.details,
+    )
 
 
 @router.get("/projects/{project_id}/generation-jobs", response=list[JobOut])
@@ -274,8 +334,14 @@ def create_job(request: HttpRequest, project_id: int, payload: JobIn) -> tuple[i
     if errors:
         raise ValidationError(errors)
     job = services.generation_job_start(
-        project=project, prompt_set=prompt_set, teacher=teacher, samples_per_prompt=payload.samples_per_prompt,
-        q=payload.q, metadata=payload.metadata, overrides=payload.overrides, created_by=request.user,
+        project=project,
+        prompt_set=prompt_set,
+        teacher=teacher,
+        samples_per_prompt=payload.samples_per_prompt,
+        q=payload.q,
+        metadata=payload.metadata,
+        overrides=payload.overrides,
+        created_by=request.user,
     )
     return 201, job_out(job)
 
@@ -307,13 +373,20 @@ def retry_failed(request: HttpRequest, job_id: int) -> JobOut:
 
 @router.get("/generation-jobs/{job_id}/completions", response=CompletionPage)
 def list_completions(
-    request: HttpRequest, job_id: int, cursor: str | None = None, limit: int = 100, status: str | None = None
+    request: HttpRequest,
+    job_id: int,
+    cursor: str | None = None,
+    limit: int = 100,
+    status: str | None = None,
 ) -> CompletionPage:
     job = _job(request, job_id)
     limit = max(1, min(limit, 500))
-    page = selectors.job_completions_page(job=job, after_id=decode_cursor(cursor), limit=limit + 1, status=status)
+    page = selectors.job_completions_page(
+        job=job, after_id=decode_cursor(cursor), limit=limit + 1, status=status
+    )
     more = len(page) > limit
     page = page[:limit]
     return CompletionPage(
-        items=[completion_out(c) for c in page], next_cursor=encode_cursor(page[-1].pk) if more and page else None
+        items=[completion_out(c) for c in page],
+        next_cursor=encode_cursor(page[-1].pk) if more and page else None,
     )

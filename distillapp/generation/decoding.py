@@ -6,12 +6,23 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 
-DECODING_KEYS = ("system_prompt", "temperature", "top_p", "max_tokens", "stop", "seed", "n", "top_logprobs")
+DECODING_KEYS = (
+    "system_prompt",
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "stop",
+    "seed",
+    "n",
+    "top_logprobs",
+)
 MAX_TOP_LOGPROBS = 20
 MAX_SAMPLES = 64
 
 
-def _number(errors: dict[str, list[str]], key: str, value: Any, *, lo: float, hi: float, integer: bool) -> Any:
+def _number(
+    errors: dict[str, list[str]], key: str, value: Any, *, lo: float, hi: float, integer: bool
+) -> Any:
     if value is None or value == "":
         return None
     try:
@@ -19,7 +30,9 @@ def _number(errors: dict[str, list[str]], key: str, value: Any, *, lo: float, hi
         if integer and isinstance(value, float) and not value.is_integer():
             raise ValueError
     except (TypeError, ValueError):
-        errors.setdefault(key, []).append(f"{key} must be {'a whole number' if integer else 'a number'}.")
+        errors.setdefault(key, []).append(
+            f"{key} must be {'a whole number' if integer else 'a number'}."
+        )
         return None
     if not lo <= number <= hi:
         errors.setdefault(key, []).append(f"{key} must be between {lo:g} and {hi:g}.")
@@ -37,7 +50,9 @@ def decoding_clean(data: dict[str, Any] | None) -> dict[str, Any]:
     system_prompt = data.get("system_prompt")
     if system_prompt:
         if not isinstance(system_prompt, str) or len(system_prompt) > 20_000:
-            errors["system_prompt"] = ["The system prompt must be text of at most 20,000 characters."]
+            errors["system_prompt"] = [
+                "The system prompt must be text of at most 20,000 characters."
+            ]
         else:
             out["system_prompt"] = system_prompt
     for key, lo, hi, integer in (
@@ -57,7 +72,11 @@ def decoding_clean(data: dict[str, Any] | None) -> dict[str, Any]:
     if stop:
         if isinstance(stop, str):
             stop = [s for s in stop.split("\n") if s] if "\n" in stop else [stop]
-        if not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop) or len(stop) > 4:
+        if (
+            not isinstance(stop, list)
+            or not all(isinstance(s, str) and s for s in stop)
+            or len(stop) > 4
+        ):
             errors["stop"] = ["stop must be up to 4 non-empty strings."]
         else:
             out["stop"] = stop

@@ -6,13 +6,24 @@ from typing import Any
 
 from django.http import QueryDict
 
-DECODING_FIELDS = ("system_prompt", "temperature", "top_p", "max_tokens", "stop", "seed", "n", "top_logprobs")
+DECODING_FIELDS = (
+    "system_prompt",
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "stop",
+    "seed",
+    "n",
+    "top_logprobs",
+)
 
 
 def _stop_list(raw: str) -> list[str] | None:
     lines = [line for line in raw.replace("\r\n", "\n").split("\n") if line != ""]
     # Escapes let a stop string be a newline or a tab.
-    return [line.encode().decode("unicode_escape") if "\\" in line else line for line in lines] or None
+    return [
+        line.encode().decode("unicode_escape") if "\\" in line else line for line in lines
+    ] or None
 
 
 def decoding_from_post(post: QueryDict, prefix: str = "") -> dict[str, Any]:

@@ -39,7 +39,9 @@ class Teacher(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["project", "name"], name="teacher_unique_name")]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "name"], name="teacher_unique_name")
+        ]
         ordering = ["name"]
 
     def __str__(self) -> str:
@@ -61,8 +63,12 @@ ENDED_STATUSES = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
 
 class GenerationJob(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="generation_jobs")
-    prompt_set = models.ForeignKey(PromptSet, on_delete=models.CASCADE, related_name="generation_jobs")
-    teacher = models.ForeignKey(Teacher, on_delete=models.SET_NULL, null=True, blank=True, related_name="jobs")
+    prompt_set = models.ForeignKey(
+        PromptSet, on_delete=models.CASCADE, related_name="generation_jobs"
+    )
+    teacher = models.ForeignKey(
+        Teacher, on_delete=models.SET_NULL, null=True, blank=True, related_name="jobs"
+    )
     # Frozen copy of the teacher and decoding settings the job runs with; never rewritten.
     teacher_snapshot = models.JSONField(default=dict)
     samples_per_prompt = models.PositiveIntegerField(default=1)
@@ -75,7 +81,9 @@ class GenerationJob(models.Model):
     completion_tokens = models.BigIntegerField(default=0)
     cost_usd = models.DecimalField(max_digits=14, decimal_places=6, default=Decimal(0))
     message = models.TextField(blank=True, default="")
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -114,7 +122,9 @@ class Completion(models.Model):
     job = models.ForeignKey(GenerationJob, on_delete=models.CASCADE, related_name="completions")
     prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="completions")
     sample_index = models.PositiveIntegerField(default=0)
-    status = models.CharField(max_length=8, choices=CompletionStatus.choices, default=CompletionStatus.OK)
+    status = models.CharField(
+        max_length=8, choices=CompletionStatus.choices, default=CompletionStatus.OK
+    )
     text = models.TextField(blank=True, default="")
     finish_reason = models.CharField(max_length=32, blank=True, default="")
     prompt_tokens = models.IntegerField(default=0)

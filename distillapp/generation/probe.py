@@ -42,7 +42,11 @@ def _describe_api_error(exc: BaseException, base_url: str, model: str, timeout: 
         return f"Timed out after {timeout:g} s waiting for {base_url}."
     if isinstance(exc, openai.APIConnectionError):
         cause = exc.__cause__ or exc.__context__
-        while cause is not None and (cause.__cause__ or cause.__context__) is not None and not isinstance(cause, OSError):
+        while (
+            cause is not None
+            and (cause.__cause__ or cause.__context__) is not None
+            and not isinstance(cause, OSError)
+        ):
             cause = cause.__cause__ or cause.__context__
         return f"Could not connect to {base_url}: {cause or exc}"
     if isinstance(exc, openai.AuthenticationError):
@@ -74,11 +78,16 @@ def _test_api(teacher: Teacher, prompt: str, timeout: float) -> TeacherTestResul
 
     decoding = teacher.decoding or {}
     client = openai.OpenAI(
-        base_url=teacher.base_url, api_key=teacher_api_key(teacher) or "not-needed", max_retries=0, timeout=timeout
+        base_url=teacher.base_url,
+        api_key=teacher_api_key(teacher) or "not-needed",
+        max_retries=0,
+        timeout=timeout,
     )
     params: dict[str, Any] = {
         "model": teacher.model,
-        "messages": build_messages([{"role": "user", "content": prompt}], decoding.get("system_prompt") or ""),
+        "messages": build_messages(
+            [{"role": "user", "content": prompt}], decoding.get("system_prompt") or ""
+        ),
         "max_tokens": min(int(decoding.get("max_tokens") or 64), 64),
     }
     if decoding.get("temperature") is not None:
@@ -102,7 +111,8 @@ def _test_api(teacher: Teacher, prompt: str, timeout: float) -> TeacherTestResul
         )
     except Exception as exc:  # noqa: BLE001 - the point is to show it
         return TeacherTestResult(
-            ok=False, error=_describe_api_error(exc, teacher.base_url, teacher.model, timeout),
+            ok=False,
+            error=_describe_api_error(exc, teacher.base_url, teacher.model, timeout),
             latency_ms=int((time.perf_counter() - started) * 1000),
         )
     finally:
@@ -114,48 +124,95 @@ def _test_local(teacher: Teacher, prompt: str) -> TeacherTestResult:
 
     folder = Path(teacher.model_path)
     if not folder.is_dir():
-        return TeacherTestResult(ok=False, error=f"The folder {teacher.model_path} does not exist on the web host.")
+        return TeacherTestResult(
+            ok=False, error=f"The folder {teacher.model_path} does not exist on the web host."
+        )
     if not (folder / "config.json").is_file():
-        return TeacherTestResult(ok=False, error=f"No config.json in {teacher.model_path}: not a transformers model folder.")
+        return TeacherTestResult(
+            ok=False,
+            error=f"No config.json in {teacher.model_path}: not a transformers model folder.",
+        )
     fingerprint = model_fingerprint(teacher.model_path)
     size = weights_size(teacher.model_path)
     details = {"fingerprint": fingerprint, "weights_bytes": size}
     if size == 0:
-        return TeacherTestResult(ok=False, error=f"No weights (*.safetensors or *.bin) in {teacher.model_path}.", details=details)
+        return TeacherTestResult(
+            ok=False,
+            error=f"No weights (*.safetensors or *.bin) in {teacher.model_path}.",
+            details=details,
+        )
     if size > settings.LOCAL_TEACHER_TEST_MAX_BYTES:
         return TeacherTestResult(
             ok=True,
             text="",
-            details={**details, "note": (
-                f"The folder looks complete ({size / 1024**3:.1f} GiB of weights), too large to load in the "
-                "web process; launch a small job to try it on a GPU worker."
-            )},
+            details={
+                **details,
+                "note": (
+                    f"The folder looks complete ({size / 1024**3:.1f} GiB of weights), too large to load in the "
+                    "web process; launch a small job to try it on a GPU worker."
+                ),
+            },
         )
     started = time.perf_counter()
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "workers.engine.generate_local", "--probe", teacher.model_path, "--prompt", prompt,
-             "--max-new-tokens", "8", "--device", "cpu"],
-            capture_output=True, text=True, timeout=LOCAL_TEST_TIMEOUT, cwd=str(settings.BASE_DIR),
+            [
+                sys.executable,
+                "-m",
+                "workers.engine.generate_local",
+                "--probe",
+                teacher.model_path,
+                "--prompt",
+                prompt,
+                "--max-new-tokens",
+                "8",
+                "--device",
+                "cpu",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=LOCAL_TEST_TIMEOUT,
+            cwd=str(settings.BASE_DIR),
         )
     except subprocess.TimeoutExpired:
-        return TeacherTestResult(ok=False, error=f"Loading and running the model took over {LOCAL_TEST_TIMEOUT:g} s.", details=details)
+        return TeacherTestResult(
+            ok=False,
+            error=f"Loading and running the model took over {LOCAL_TEST_TIMEOUT:g} s.",
+            details=details,
+        )
     latency_ms = int((time.perf_counter() - started) * 1000)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if not lines:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-        return TeacherTestResult(ok=False, error=f"The model could not be run: {tail[0]}", latency_ms=latency_ms, details=details)
+        return TeacherTestResult(
+            ok=False,
+            error=f"The model could not be run: {tail[0]}",
+            latency_ms=latency_ms,
+            details=details,
+        )
     data = json.loads(lines[-1])
     if not data.get("ok"):
-        return TeacherTestResult(ok=False, error=str(data.get("error")), latency_ms=latency_ms, details=details)
+        return TeacherTestResult(
+            ok=False, error=str(data.get("error")), latency_ms=latency_ms, details=details
+        )
     return TeacherTestResult(
-        ok=True, text=data.get("text", ""), latency_ms=latency_ms,
-        details={**details, "finish_reason": data.get("finish_reason"), "completion_tokens": data.get("completion_tokens")},
+        ok=True,
+        text=data.get("text", ""),
+        latency_ms=latency_ms,
+        details={
+            **details,
+            "finish_reason": data.get("finish_reason"),
+            "completion_tokens": data.get("completion_tokens"),
+        },
     )
 
 
-def teacher_test(*, teacher: Teacher, prompt: str = "", timeout: float | None = None) -> TeacherTestResult:
+def teacher_test(
+    *, teacher: Teacher, prompt: str = "", timeout: float | None = None
+) -> TeacherTestResult:
     prompt = (prompt or "").strip()[:4000] or DEFAULT_PROMPT
     if teacher.kind == TeacherKind.HF_LOCAL:
         return _test_local(teacher, prompt)
-    return _test_api(teacher, prompt, timeout or min(API_TEST_TIMEOUT, float(settings.TEACHER_REQUEST_TIMEOUT)))
+    return _test_api(
+        teacher, prompt, timeout or min(API_TEST_TIMEOUT, float(settings.TEACHER_REQUEST_TIMEOUT))
+    )

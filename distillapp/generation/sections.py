@@ -14,7 +14,10 @@ def project_section(*, project: Any, membership: Any) -> tuple[str, dict[str, An
     ctx = launch_context(project=project) if can_manage else {"project": project}
     ctx.update(
         teachers=list(selectors.teachers_for_project(project=project)),
-        jobs=[(job, selectors.job_progress(job=job)) for job in selectors.jobs_for_project(project=project, limit=20)],
+        jobs=[
+            (job, selectors.job_progress(job=job))
+            for job in selectors.jobs_for_project(project=project, limit=20)
+        ],
         can_manage=can_manage,
     )
     return "generation/section.html", ctx

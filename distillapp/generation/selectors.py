@@ -8,7 +8,13 @@ from typing import TYPE_CHECKING, Any
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from distillapp.generation.models import Completion, CompletionStatus, GenerationJob, JobStatus, Teacher
+from distillapp.generation.models import (
+    Completion,
+    CompletionStatus,
+    GenerationJob,
+    JobStatus,
+    Teacher,
+)
 from distillapp.prompts.selectors import prompts_for_generation
 
 if TYPE_CHECKING:
@@ -21,7 +27,11 @@ def teachers_for_project(*, project: Project) -> QuerySet[Teacher]:
 
 
 def jobs_for_project(*, project: Project, limit: int | None = 20) -> QuerySet[GenerationJob]:
-    qs = GenerationJob.objects.filter(project=project).select_related("prompt_set", "teacher", "created_by").order_by("-created_at", "-id")
+    qs = (
+        GenerationJob.objects.filter(project=project)
+        .select_related("prompt_set", "teacher", "created_by")
+        .order_by("-created_at", "-id")
+    )
     return qs[:limit] if limit else qs
 
 
@@ -77,7 +87,11 @@ def job_recent_errors(*, job: GenerationJob, limit: int = 8) -> QuerySet[Complet
 
 
 def job_recent_completions(*, job: GenerationJob, limit: int = 5) -> QuerySet[Completion]:
-    return Completion.objects.filter(job=job, status=CompletionStatus.OK).select_related("prompt").order_by("-id")[:limit]
+    return (
+        Completion.objects.filter(job=job, status=CompletionStatus.OK)
+        .select_related("prompt")
+        .order_by("-id")[:limit]
+    )
 
 
 def job_completions_page(
@@ -109,7 +123,11 @@ def generation_job_pending_items(
     if not prompts:
         return [], None
     ids = [pid for pid, _ in prompts]
-    skip = {CompletionStatus.OK} if job.retry_failed else {CompletionStatus.OK, CompletionStatus.FAILED}
+    skip = (
+        {CompletionStatus.OK}
+        if job.retry_failed
+        else {CompletionStatus.OK, CompletionStatus.FAILED}
+    )
     have = {
         (pid, idx)
         for pid, idx, status in Completion.objects.filter(job=job, prompt_id__in=ids).values_list(

@@ -63,7 +63,9 @@ def _price(errors: dict[str, list[str]], key: str, value: Any) -> Decimal:
     return price
 
 
-def _optional_positive(errors: dict[str, list[str]], key: str, value: Any, *, hi: int) -> int | None:
+def _optional_positive(
+    errors: dict[str, list[str]], key: str, value: Any, *, hi: int
+) -> int | None:
     if value in (None, ""):
         return None
     try:
@@ -107,7 +109,9 @@ def _validate_teacher(teacher: Teacher) -> None:
     except ValidationError as exc:
         for key, messages in exc.message_dict.items():
             errors.setdefault(key, []).extend(messages)
-    duplicate = Teacher.objects.filter(project_id=teacher.project_id, name=teacher.name).exclude(pk=teacher.pk)
+    duplicate = Teacher.objects.filter(project_id=teacher.project_id, name=teacher.name).exclude(
+        pk=teacher.pk
+    )
     if teacher.name and duplicate.exists():
         errors["name"] = ["A teacher with this name already exists in the project."]
     if errors:
@@ -142,11 +146,22 @@ def teacher_create(
     """Create a teacher; its API key is stored encrypted, with only the last 4 characters in clear."""
     errors: dict[str, list[str]] = {}
     teacher = Teacher(
-        project=project, name=name, kind=kind, base_url=base_url, model=(model or "").strip(),
-        model_path=model_path, device=device or "auto", dtype=dtype or "auto",
-        batch_size=_int_or(batch_size, 16), concurrency=_int_or(concurrency, 16),
-        requests_per_minute=_optional_positive(errors, "requests_per_minute", requests_per_minute, hi=10**7),
-        tokens_per_minute=_optional_positive(errors, "tokens_per_minute", tokens_per_minute, hi=10**10),
+        project=project,
+        name=name,
+        kind=kind,
+        base_url=base_url,
+        model=(model or "").strip(),
+        model_path=model_path,
+        device=device or "auto",
+        dtype=dtype or "auto",
+        batch_size=_int_or(batch_size, 16),
+        concurrency=_int_or(concurrency, 16),
+        requests_per_minute=_optional_positive(
+            errors, "requests_per_minute", requests_per_minute, hi=10**7
+        ),
+        tokens_per_minute=_optional_positive(
+            errors, "tokens_per_minute", tokens_per_minute, hi=10**10
+        ),
         price_input_per_m=_price(errors, "price_input_per_m", price_input_per_m),
         price_output_per_m=_price(errors, "price_output_per_m", price_output_per_m),
         decoding=decoding or {},
@@ -161,7 +176,9 @@ def teacher_create(
     try:
         teacher.save()
     except IntegrityError as exc:
-        raise ValidationError({"name": ["A teacher with this name already exists in the project."]}) from exc
+        raise ValidationError(
+            {"name": ["A teacher with this name already exists in the project."]}
+        ) from exc
     return teacher
 
 
@@ -196,8 +213,12 @@ def teacher_update(
     """
     errors: dict[str, list[str]] = {}
     for field, value in (
-        ("name", name), ("base_url", base_url), ("model", model), ("model_path", model_path),
-        ("device", device), ("dtype", dtype),
+        ("name", name),
+        ("base_url", base_url),
+        ("model", model),
+        ("model_path", model_path),
+        ("device", device),
+        ("dtype", dtype),
     ):
         if value is not None:
             setattr(teacher, field, value.strip() if isinstance(value, str) else value)
@@ -206,9 +227,13 @@ def teacher_update(
     if concurrency is not None:
         teacher.concurrency = _int_or(concurrency, 16)
     if requests_per_minute is not _UNSET:
-        teacher.requests_per_minute = _optional_positive(errors, "requests_per_minute", requests_per_minute, hi=10**7)
+        teacher.requests_per_minute = _optional_positive(
+            errors, "requests_per_minute", requests_per_minute, hi=10**7
+        )
     if tokens_per_minute is not _UNSET:
-        teacher.tokens_per_minute = _optional_positive(errors, "tokens_per_minute", tokens_per_minute, hi=10**10)
+        teacher.tokens_per_minute = _optional_positive(
+            errors, "tokens_per_minute", tokens_per_minute, hi=10**10
+        )
     if price_input_per_m is not None:
         teacher.price_input_per_m = _price(errors, "price_input_per_m", price_input_per_m)
     if price_output_per_m is not None:
@@ -251,12 +276,16 @@ def teacher_rotate_key(*, teacher: Teacher) -> bool:
         rotated = rotate_secret(teacher.api_key_encrypted)
     except InvalidToken as exc:
         raise SecretDecryptionError("No configured key decrypts this secret.") from exc
-    Teacher.objects.filter(pk=teacher.pk, api_key_encrypted=teacher.api_key_encrypted).update(api_key_encrypted=rotated)
+    Teacher.objects.filter(pk=teacher.pk, api_key_encrypted=teacher.api_key_encrypted).update(
+        api_key_encrypted=rotated
+    )
     teacher.api_key_encrypted = rotated
     return True
 
 
-def teacher_snapshot(*, teacher: Teacher, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+def teacher_snapshot(
+    *, teacher: Teacher, overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The frozen copy a job runs with. Never holds the API key (only its last 4 characters)."""
     snapshot: dict[str, Any] = {
         "teacher_id": teacher.pk,
@@ -325,8 +354,17 @@ def generation_job_start(
     try:
         snapshot = teacher_snapshot(teacher=teacher, overrides=overrides)
     except ValidationError as exc:
-        raise ValidationError({f"overrides.{k}" if k != "decoding" else "overrides": v for k, v in exc.message_dict.items()}) from exc
-    n = samples_per_prompt if samples_per_prompt not in (None, "") else snapshot["decoding"].get("n", 1)
+        raise ValidationError(
+            {
+                f"overrides.{k}" if k != "decoding" else "overrides": v
+                for k, v in exc.message_dict.items()
+            }
+        ) from exc
+    n = (
+        samples_per_prompt
+        if samples_per_prompt not in (None, "")
+        else snapshot["decoding"].get("n", 1)
+    )
     try:
         n = int(n)  # type: ignore[arg-type]
     except (TypeError, ValueError):
@@ -337,7 +375,9 @@ def generation_job_start(
     q = (q or "").strip() or None
     count = prompts_for_generation(prompt_set=prompt_set, q=q, metadata=metadata).count()
     if count == 0 and not errors:
-        errors["prompt_set"] = ["No train prompts match. Held-out prompts are never sent to a teacher."]
+        errors["prompt_set"] = [
+            "No train prompts match. Held-out prompts are never sent to a teacher."
+        ]
     if errors:
         raise ValidationError(errors)
     snapshot["decoding"]["n"] = n
@@ -363,13 +403,22 @@ def generation_job_cancel(*, job: GenerationJob) -> GenerationJob:
     """
     now = timezone.now()
     stale = now - timedelta(seconds=settings.GENERATION_STALE_SECONDS)
-    ended = {"status": JobStatus.CANCELLED, "finished_at": now, "claim_token": "", "message": "Cancelled."}
+    ended = {
+        "status": JobStatus.CANCELLED,
+        "finished_at": now,
+        "claim_token": "",
+        "message": "Cancelled.",
+    }
     updated = (
         GenerationJob.objects.filter(pk=job.pk, status=JobStatus.QUEUED).update(**ended)
-        or GenerationJob.objects.filter(pk=job.pk, status__in=[JobStatus.RUNNING, JobStatus.CANCELLING])
+        or GenerationJob.objects.filter(
+            pk=job.pk, status__in=[JobStatus.RUNNING, JobStatus.CANCELLING]
+        )
         .filter(Q(heartbeat_at__lt=stale) | Q(heartbeat_at__isnull=True))
         .update(**ended)
-        or GenerationJob.objects.filter(pk=job.pk, status=JobStatus.RUNNING).update(status=JobStatus.CANCELLING)
+        or GenerationJob.objects.filter(pk=job.pk, status=JobStatus.RUNNING).update(
+            status=JobStatus.CANCELLING
+        )
     )
     job.refresh_from_db()
     if not updated:
@@ -377,9 +426,15 @@ def generation_job_cancel(*, job: GenerationJob) -> GenerationJob:
     return job
 
 
-def _requeue(job: GenerationJob, *, from_statuses: tuple[str, ...], retry_failed: bool, refusal: str) -> GenerationJob:
+def _requeue(
+    job: GenerationJob, *, from_statuses: tuple[str, ...], retry_failed: bool, refusal: str
+) -> GenerationJob:
     updated = GenerationJob.objects.filter(pk=job.pk, status__in=from_statuses).update(
-        status=JobStatus.QUEUED, claim_token="", finished_at=None, message="", retry_failed=retry_failed
+        status=JobStatus.QUEUED,
+        claim_token="",
+        finished_at=None,
+        message="",
+        retry_failed=retry_failed,
     )
     job.refresh_from_db()
     if not updated:
@@ -395,13 +450,17 @@ def generation_job_resume(*, job: GenerationJob) -> GenerationJob:
     it over (the same path as the recovery at worker start).
     """
     stale = timezone.now() - timedelta(seconds=settings.GENERATION_STALE_SECONDS)
-    if GenerationJob.objects.filter(pk=job.pk, status=JobStatus.RUNNING).filter(
-        Q(heartbeat_at__lt=stale) | Q(heartbeat_at__isnull=True)
-    ).exists():
+    if (
+        GenerationJob.objects.filter(pk=job.pk, status=JobStatus.RUNNING)
+        .filter(Q(heartbeat_at__lt=stale) | Q(heartbeat_at__isnull=True))
+        .exists()
+    ):
         _enqueue(job)
         return job
     return _requeue(
-        job, from_statuses=(JobStatus.CANCELLED, JobStatus.FAILED), retry_failed=False,
+        job,
+        from_statuses=(JobStatus.CANCELLED, JobStatus.FAILED),
+        retry_failed=False,
         refusal="Only a cancelled or failed job can be resumed.",
     )
 
@@ -409,9 +468,17 @@ def generation_job_resume(*, job: GenerationJob) -> GenerationJob:
 def generation_job_retry_failed(*, job: GenerationJob) -> GenerationJob:
     """An ended job with failed items → queued: the next run regenerates the failed items (and any
     never sent, for a job that was cancelled); completions that succeeded are never sent again."""
-    if job.status not in ENDED_STATUSES or not job.completions.filter(status=CompletionStatus.FAILED).exists():
+    if (
+        job.status not in ENDED_STATUSES
+        or not job.completions.filter(status=CompletionStatus.FAILED).exists()
+    ):
         raise ValidationError("Only a finished job with failed items can retry them.")
-    return _requeue(job, from_statuses=ENDED_STATUSES, retry_failed=True, refusal="The job changed; reload the page.")
+    return _requeue(
+        job,
+        from_statuses=ENDED_STATUSES,
+        retry_failed=True,
+        refusal="The job changed; reload the page.",
+    )
 
 
 # --- jobs: what workers call --------------------------------------------------------------------
@@ -444,21 +511,22 @@ def generation_job_claim(*, job_id: int, stale_after: float | None = None) -> Cl
     base = GenerationJob.objects.filter(pk=job_id)
     claimed = base.filter(status=JobStatus.QUEUED).update(
         status=JobStatus.RUNNING, claim_token=token, heartbeat_at=now, run_started_at=now
-    ) or base.filter(status=JobStatus.RUNNING).filter(Q(heartbeat_at__lt=stale) | Q(heartbeat_at__isnull=True)).update(
-        claim_token=token, heartbeat_at=now, run_started_at=now
-    )
+    ) or base.filter(status=JobStatus.RUNNING).filter(
+        Q(heartbeat_at__lt=stale) | Q(heartbeat_at__isnull=True)
+    ).update(claim_token=token, heartbeat_at=now, run_started_at=now)
     if claimed:
         job = GenerationJob.objects.select_related("teacher").get(pk=job_id)
         counts = _refresh_counts(job.pk)
         GenerationJob.objects.filter(pk=job.pk, claim_token=token).update(
-            started_at=job.started_at or now, run_start_count=counts["done"] + counts["failed"],
+            started_at=job.started_at or now,
+            run_start_count=counts["done"] + counts["failed"],
             total=_job_total(job),
         )
         job.refresh_from_db()
         return Claim(ClaimState.CLAIMED, job, token)
-    base.filter(status=JobStatus.CANCELLING).filter(Q(heartbeat_at__lt=stale) | Q(heartbeat_at__isnull=True)).update(
-        status=JobStatus.CANCELLED, finished_at=now, claim_token="", message="Cancelled."
-    )
+    base.filter(status=JobStatus.CANCELLING).filter(
+        Q(heartbeat_at__lt=stale) | Q(heartbeat_at__isnull=True)
+    ).update(status=JobStatus.CANCELLED, finished_at=now, claim_token="", message="Cancelled.")
     job = base.first()
     if job is not None and job.status in (JobStatus.RUNNING, JobStatus.CANCELLING):
         return Claim(ClaimState.BUSY, job)
@@ -467,12 +535,19 @@ def generation_job_claim(*, job_id: int, stale_after: float | None = None) -> Cl
 
 def _job_total(job: GenerationJob) -> int:
     f = job.prompt_filter or {}
-    return prompts_for_generation(prompt_set=job.prompt_set, q=f.get("q"), metadata=f.get("metadata")).count() * job.samples_per_prompt
+    return (
+        prompts_for_generation(
+            prompt_set=job.prompt_set, q=f.get("q"), metadata=f.get("metadata")
+        ).count()
+        * job.samples_per_prompt
+    )
 
 
 def generation_job_heartbeat(*, job_id: int, token: str) -> str | None:
     """Prove the run is alive. Returns the job's status, or None when this run lost its claim."""
-    if not GenerationJob.objects.filter(pk=job_id, claim_token=token).update(heartbeat_at=timezone.now()):
+    if not GenerationJob.objects.filter(pk=job_id, claim_token=token).update(
+        heartbeat_at=timezone.now()
+    ):
         return None
     return GenerationJob.objects.filter(pk=job_id).values_list("status", flat=True).first()
 
@@ -490,8 +565,17 @@ class ClaimLost(Exception):
 
 
 _UPDATE_FIELDS = [
-    "status", "text", "finish_reason", "prompt_tokens", "completion_tokens", "latency_ms", "cost_usd",
-    "topk", "mean_logprob", "error", "attempts",
+    "status",
+    "text",
+    "finish_reason",
+    "prompt_tokens",
+    "completion_tokens",
+    "latency_ms",
+    "cost_usd",
+    "topk",
+    "mean_logprob",
+    "error",
+    "attempts",
 ]
 
 
@@ -527,18 +611,33 @@ def generation_job_write_results(*, job_id: int, token: str, results: list[ItemR
         return
     with transaction.atomic():
         # Row lock on the job (PostgreSQL) serialises writers and proves the claim in one step.
-        if not GenerationJob.objects.filter(pk=job_id, claim_token=token).update(heartbeat_at=timezone.now()):
+        if not GenerationJob.objects.filter(pk=job_id, claim_token=token).update(
+            heartbeat_at=timezone.now()
+        ):
             raise ClaimLost(job_id)
         by_key = {(r.prompt_id, r.sample_index): r for r in results}
         before = {
             (row[0], row[1]): row[2:]
-            for row in Completion.objects.filter(job_id=job_id, prompt_id__in={k[0] for k in by_key}).values_list(
-                "prompt_id", "sample_index", "status", "prompt_tokens", "completion_tokens", "cost_usd"
+            for row in Completion.objects.filter(
+                job_id=job_id, prompt_id__in={k[0] for k in by_key}
+            ).values_list(
+                "prompt_id",
+                "sample_index",
+                "status",
+                "prompt_tokens",
+                "completion_tokens",
+                "cost_usd",
             )
             if (row[0], row[1]) in by_key
         }
         rows = []
-        delta = {"done": 0, "failed": 0, "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": Decimal(0)}
+        delta = {
+            "done": 0,
+            "failed": 0,
+            "prompt_tokens": 0,
+            "completion_tokens": 0,
+            "cost_usd": Decimal(0),
+        }
         for key, r in by_key.items():
             old = before.get(key)
             if not r.ok and old is not None and old[0] == CompletionStatus.OK:
@@ -549,19 +648,42 @@ def generation_job_write_results(*, job_id: int, token: str, results: list[ItemR
             _count(delta, status, r.prompt_tokens, r.completion_tokens, r.cost_usd, sign=1)
             rows.append(
                 Completion(
-                    job_id=job_id, prompt_id=r.prompt_id, sample_index=r.sample_index, status=status, text=r.text,
-                    finish_reason=r.finish_reason[:32], prompt_tokens=r.prompt_tokens,
-                    completion_tokens=r.completion_tokens, latency_ms=r.latency_ms, cost_usd=r.cost_usd,
-                    topk=r.topk, mean_logprob=r.mean_logprob, error=r.error, attempts=r.attempts,
+                    job_id=job_id,
+                    prompt_id=r.prompt_id,
+                    sample_index=r.sample_index,
+                    status=status,
+                    text=r.text,
+                    finish_reason=r.finish_reason[:32],
+                    prompt_tokens=r.prompt_tokens,
+                    completion_tokens=r.completion_tokens,
+                    latency_ms=r.latency_ms,
+                    cost_usd=r.cost_usd,
+                    topk=r.topk,
+                    mean_logprob=r.mean_logprob,
+                    error=r.error,
+                    attempts=r.attempts,
                 )
             )
         Completion.objects.bulk_create(
-            rows, update_conflicts=True, unique_fields=["job", "prompt", "sample_index"], update_fields=_UPDATE_FIELDS
+            rows,
+            update_conflicts=True,
+            unique_fields=["job", "prompt", "sample_index"],
+            update_fields=_UPDATE_FIELDS,
         )
-        GenerationJob.objects.filter(pk=job_id).update(**{k: F(k) + v for k, v in delta.items() if v})
+        GenerationJob.objects.filter(pk=job_id).update(
+            **{k: F(k) + v for k, v in delta.items() if v}
+        )
 
 
-def _count(delta: dict[str, Any], status: str, prompt_tokens: int, completion_tokens: int, cost: Decimal, *, sign: int) -> None:
+def _count(
+    delta: dict[str, Any],
+    status: str,
+    prompt_tokens: int,
+    completion_tokens: int,
+    cost: Decimal,
+    *,
+    sign: int,
+) -> None:
     delta["done" if status == CompletionStatus.OK else "failed"] += sign
     delta["cost_usd"] += sign * Decimal(cost or 0)
     if status == CompletionStatus.OK:
@@ -573,12 +695,17 @@ def _enqueue_filters(job_id: int) -> None:
     try:
         from workers.tasks.filters import run_job_filters
     except ImportError:
-        logger.warning("workers.tasks.filters.run_job_filters is not available; job %s was not filtered.", job_id)
+        logger.warning(
+            "workers.tasks.filters.run_job_filters is not available; job %s was not filtered.",
+            job_id,
+        )
         return
     run_job_filters.delay_on_commit(job_id)
 
 
-def generation_job_finish(*, job_id: int, token: str, outcome: str, fatal_error: str = "") -> GenerationJob:
+def generation_job_finish(
+    *, job_id: int, token: str, outcome: str, fatal_error: str = ""
+) -> GenerationJob:
     """End this run: cancelled (if asked), failed (fatal error or every item failed) or succeeded.
 
     Successful jobs (also those with some failed items) get the automatic filters enqueued.
@@ -600,10 +727,18 @@ def generation_job_finish(*, job_id: int, token: str, outcome: str, fatal_error:
         else:
             missing = max(0, job.total - done - failed)
             status = JobStatus.SUCCEEDED
-            parts = [f"{failed} item{'s' if failed != 1 else ''} failed" if failed else "", f"{missing} not sent" if missing else ""]
+            parts = [
+                f"{failed} item{'s' if failed != 1 else ''} failed" if failed else "",
+                f"{missing} not sent" if missing else "",
+            ]
             message = "; ".join(p for p in parts if p)
         GenerationJob.objects.filter(pk=job_id, claim_token=token).update(
-            status=status, message=message, finished_at=now, heartbeat_at=now, claim_token="", retry_failed=False
+            status=status,
+            message=message,
+            finished_at=now,
+            heartbeat_at=now,
+            claim_token="",
+            retry_failed=False,
         )
         if status == JobStatus.SUCCEEDED and done > 0:
             transaction.on_commit(lambda: _enqueue_filters(job_id))
@@ -625,8 +760,9 @@ def generation_jobs_recover(*, stale_after: float | None = None) -> list[int]:
     stale_after = settings.GENERATION_STALE_SECONDS if stale_after is None else stale_after
     stale = timezone.now() - timedelta(seconds=stale_after)
     jobs = list(
-        GenerationJob.objects.filter(status__in=[JobStatus.RUNNING, JobStatus.CANCELLING])
-        .filter(Q(heartbeat_at__lt=stale) | Q(heartbeat_at__isnull=True))
+        GenerationJob.objects.filter(status__in=[JobStatus.RUNNING, JobStatus.CANCELLING]).filter(
+            Q(heartbeat_at__lt=stale) | Q(heartbeat_at__isnull=True)
+        )
     )
     for job in jobs:
         _enqueue(job)

@@ -17,7 +17,11 @@ from distillapp.accounts.models import Role, role_at_least
 from distillapp.core.http import HtmxHttpRequest
 from distillapp.core.http import form_errors as _form_errors
 from distillapp.generation import selectors, services
-from distillapp.generation.forms import decoding_from_post, metadata_from_text, teacher_kwargs_from_post
+from distillapp.generation.forms import (
+    decoding_from_post,
+    metadata_from_text,
+    teacher_kwargs_from_post,
+)
 from distillapp.generation.models import GenerationJob, JobStatus, Teacher, TeacherKind
 from distillapp.generation.probe import teacher_test
 from distillapp.generation.services import DEVICES, DTYPES
@@ -32,13 +36,20 @@ def form_errors(exc: ValidationError) -> dict[str, list[str]]:
     return errors
 
 
-def _teacher(request: HtmxHttpRequest, teacher_id: int, role: str = Role.VIEWER) -> tuple[Teacher, Any]:
+def _teacher(
+    request: HtmxHttpRequest, teacher_id: int, role: str = Role.VIEWER
+) -> tuple[Teacher, Any]:
     return get_scoped_object(request.user, Teacher.objects.all(), teacher_id, role)
 
 
-def _job(request: HtmxHttpRequest, job_id: int, role: str = Role.VIEWER) -> tuple[GenerationJob, Any]:
+def _job(
+    request: HtmxHttpRequest, job_id: int, role: str = Role.VIEWER
+) -> tuple[GenerationJob, Any]:
     return get_scoped_object(
-        request.user, GenerationJob.objects.select_related("prompt_set", "teacher", "created_by"), job_id, role
+        request.user,
+        GenerationJob.objects.select_related("prompt_set", "teacher", "created_by"),
+        job_id,
+        role,
     )
 
 
@@ -54,23 +65,33 @@ def _form_ctx(**extra: Any) -> dict[str, Any]:
 def teacher_new(request: HtmxHttpRequest, project_id: int) -> HttpResponse:
     project, _m = get_project_for_user(request.user, project_id, Role.ADMIN)
     errors: dict[str, list[str]] = {}
-    values: dict[str, Any] = {"kind": request.GET.get("kind", TeacherKind.OPENAI), "concurrency": 16, "batch_size": 16}
+    values: dict[str, Any] = {
+        "kind": request.GET.get("kind", TeacherKind.OPENAI),
+        "concurrency": 16,
+        "batch_size": 16,
+    }
     if request.method == "POST":
         values = request.POST.dict()
         values.pop("api_key", None)  # never echo a key back into the page
         try:
             teacher = services.teacher_create(
-                project=project, kind=request.POST.get("kind", ""), api_key=request.POST.get("api_key", ""),
+                project=project,
+                kind=request.POST.get("kind", ""),
+                api_key=request.POST.get("api_key", ""),
                 **teacher_kwargs_from_post(request.POST),
             )
         except ValidationError as exc:
             errors = form_errors(exc)
         else:
-            messages.success(request, f"Added teacher {teacher.name}. Test it before launching a job.")
+            messages.success(
+                request, f"Added teacher {teacher.name}. Test it before launching a job."
+            )
             return redirect("teacher_detail", teacher_id=teacher.pk)
     return render(
-        request, "generation/teacher_form.html",
-        _form_ctx(project=project, teacher=None, values=values, errors=errors), status=422 if errors else 200,
+        request,
+        "generation/teacher_form.html",
+        _form_ctx(project=project, teacher=None, values=values, errors=errors),
+        status=422 if errors else 200,
     )
 
 
@@ -78,11 +99,20 @@ def teacher_new(request: HtmxHttpRequest, project_id: int) -> HttpResponse:
 @require_GET
 def teacher_detail(request: HtmxHttpRequest, teacher_id: int) -> HttpResponse:
     teacher, membership = _teacher(request, teacher_id)
-    jobs = GenerationJob.objects.filter(teacher=teacher).select_related("prompt_set").order_by("-created_at")[:20]
+    jobs = (
+        GenerationJob.objects.filter(teacher=teacher)
+        .select_related("prompt_set")
+        .order_by("-created_at")[:20]
+    )
     return render(
-        request, "generation/teacher_detail.html",
-        {"teacher": teacher, "project": teacher.project, "jobs": jobs,
-         "can_manage": role_at_least(membership.role, Role.ADMIN)},
+        request,
+        "generation/teacher_detail.html",
+        {
+            "teacher": teacher,
+            "project": teacher.project,
+            "jobs": jobs,
+            "can_manage": role_at_least(membership.role, Role.ADMIN),
+        },
     )
 
 
@@ -92,11 +122,19 @@ def teacher_edit(request: HtmxHttpRequest, teacher_id: int) -> HttpResponse:
     teacher, _m = _teacher(request, teacher_id, Role.ADMIN)
     errors: dict[str, list[str]] = {}
     values: dict[str, Any] = {
-        "name": teacher.name, "kind": teacher.kind, "base_url": teacher.base_url, "model": teacher.model,
-        "model_path": teacher.model_path, "device": teacher.device, "dtype": teacher.dtype,
-        "batch_size": teacher.batch_size, "concurrency": teacher.concurrency,
-        "requests_per_minute": teacher.requests_per_minute or "", "tokens_per_minute": teacher.tokens_per_minute or "",
-        "price_input_per_m": teacher.price_input_per_m.normalize(), "price_output_per_m": teacher.price_output_per_m.normalize(),
+        "name": teacher.name,
+        "kind": teacher.kind,
+        "base_url": teacher.base_url,
+        "model": teacher.model,
+        "model_path": teacher.model_path,
+        "device": teacher.device,
+        "dtype": teacher.dtype,
+        "batch_size": teacher.batch_size,
+        "concurrency": teacher.concurrency,
+        "requests_per_minute": teacher.requests_per_minute or "",
+        "tokens_per_minute": teacher.tokens_per_minute or "",
+        "price_input_per_m": teacher.price_input_per_m.normalize(),
+        "price_output_per_m": teacher.price_output_per_m.normalize(),
         **{k: v for k, v in (teacher.decoding or {}).items() if k != "stop"},
         "stop": "\n".join((teacher.decoding or {}).get("stop") or []),
     }
@@ -111,12 +149,17 @@ def teacher_edit(request: HtmxHttpRequest, teacher_id: int) -> HttpResponse:
         except ValidationError as exc:
             errors = form_errors(exc)
         else:
-            messages.success(request, f"Saved {teacher.name}. Jobs already launched keep the settings they ran with.")
+            messages.success(
+                request,
+                f"Saved {teacher.name}. Jobs already launched keep the settings they ran with.",
+            )
             return redirect("teacher_detail", teacher_id=teacher.pk)
     values["kind"] = teacher.kind
     return render(
-        request, "generation/teacher_form.html",
-        _form_ctx(project=teacher.project, teacher=teacher, values=values, errors=errors), status=422 if errors else 200,
+        request,
+        "generation/teacher_form.html",
+        _form_ctx(project=teacher.project, teacher=teacher, values=values, errors=errors),
+        status=422 if errors else 200,
     )
 
 
@@ -136,7 +179,9 @@ def teacher_delete(request: HtmxHttpRequest, teacher_id: int) -> HttpResponse:
             messages.success(request, f"Deleted teacher {name}. Its jobs and completions are kept.")
             return redirect("project_detail", project_id=project.pk)
     return render(
-        request, "generation/teacher_delete.html", {"teacher": teacher, "project": project, "error": error},
+        request,
+        "generation/teacher_delete.html",
+        {"teacher": teacher, "project": project, "error": error},
         status=422 if error else 200,
     )
 
@@ -146,8 +191,14 @@ def teacher_delete(request: HtmxHttpRequest, teacher_id: int) -> HttpResponse:
 def teacher_test_view(request: HtmxHttpRequest, teacher_id: int) -> HttpResponse:
     teacher, _m = _teacher(request, teacher_id, Role.ADMIN)
     result = teacher_test(teacher=teacher, prompt=request.POST.get("prompt", ""))
-    ctx = {"teacher": teacher, "project": teacher.project, "result": result, "prompt": request.POST.get("prompt", ""),
-           "can_manage": True, "jobs": GenerationJob.objects.filter(teacher=teacher).select_related("prompt_set")[:20]}
+    ctx = {
+        "teacher": teacher,
+        "project": teacher.project,
+        "result": result,
+        "prompt": request.POST.get("prompt", ""),
+        "can_manage": True,
+        "jobs": GenerationJob.objects.filter(teacher=teacher).select_related("prompt_set")[:20],
+    }
     if request.htmx:
         return render(request, "generation/teacher_detail.html#test-result", ctx)
     return render(request, "generation/teacher_detail.html", ctx)
@@ -156,7 +207,12 @@ def teacher_test_view(request: HtmxHttpRequest, teacher_id: int) -> HttpResponse
 # --- jobs ---------------------------------------------------------------------------------------
 
 
-def launch_context(*, project: Any, values: dict[str, Any] | None = None, errors: dict[str, list[str]] | None = None) -> dict[str, Any]:
+def launch_context(
+    *,
+    project: Any,
+    values: dict[str, Any] | None = None,
+    errors: dict[str, list[str]] | None = None,
+) -> dict[str, Any]:
     return {
         "project": project,
         "teachers": list(selectors.teachers_for_project(project=project)),
@@ -174,8 +230,12 @@ def job_launch(request: HtmxHttpRequest, project_id: int) -> HttpResponse:
     values: dict[str, Any] = request.GET.dict()
     if request.method == "POST":
         values = request.POST.dict()
-        prompt_set = PromptSet.objects.filter(pk=_int(request.POST.get("prompt_set")), project=project).first()
-        teacher = Teacher.objects.filter(pk=_int(request.POST.get("teacher")), project=project).first()
+        prompt_set = PromptSet.objects.filter(
+            pk=_int(request.POST.get("prompt_set")), project=project
+        ).first()
+        teacher = Teacher.objects.filter(
+            pk=_int(request.POST.get("teacher")), project=project
+        ).first()
         if prompt_set is None:
             errors["prompt_set"] = ["Choose a prompt set."]
         if teacher is None:
@@ -184,18 +244,26 @@ def job_launch(request: HtmxHttpRequest, project_id: int) -> HttpResponse:
             assert prompt_set is not None and teacher is not None
             try:
                 job = services.generation_job_start(
-                    project=project, prompt_set=prompt_set, teacher=teacher,
+                    project=project,
+                    prompt_set=prompt_set,
+                    teacher=teacher,
                     samples_per_prompt=request.POST.get("samples_per_prompt", "").strip() or None,  # type: ignore[arg-type]
-                    q=request.POST.get("q", ""), metadata=metadata_from_text(request.POST.get("metadata", "")),
-                    overrides=decoding_from_post(request.POST, prefix="override_"), created_by=request.user,
+                    q=request.POST.get("q", ""),
+                    metadata=metadata_from_text(request.POST.get("metadata", "")),
+                    overrides=decoding_from_post(request.POST, prefix="override_"),
+                    created_by=request.user,
                 )
             except ValidationError as exc:
                 errors = {k.removeprefix("overrides."): v for k, v in form_errors(exc).items()}
             else:
-                messages.success(request, f"Launched job {job.pk}: {job.total} completions to generate.")
+                messages.success(
+                    request, f"Launched job {job.pk}: {job.total} completions to generate."
+                )
                 return redirect("generation_job_detail", job_id=job.pk)
     return render(
-        request, "generation/job_launch.html", launch_context(project=project, values=values, errors=errors),
+        request,
+        "generation/job_launch.html",
+        launch_context(project=project, values=values, errors=errors),
         status=422 if errors else 200,
     )
 
@@ -252,13 +320,20 @@ def _job_action(request: HtmxHttpRequest, job_id: int, action: str) -> HttpRespo
     try:
         if action == "cancel":
             job = services.generation_job_cancel(job=job)
-            messages.success(request, "Cancelling: the worker stops within seconds and keeps what it generated." if job.status == JobStatus.CANCELLING else "Job cancelled.")
+            messages.success(
+                request,
+                "Cancelling: the worker stops within seconds and keeps what it generated."
+                if job.status == JobStatus.CANCELLING
+                else "Job cancelled.",
+            )
         elif action == "resume":
             job = services.generation_job_resume(job=job)
             messages.success(request, "Resumed: only the items without a completion will be sent.")
         else:
             job = services.generation_job_retry_failed(job=job)
-            messages.success(request, "Retrying the failed items; completions that succeeded are kept.")
+            messages.success(
+                request, "Retrying the failed items; completions that succeeded are kept."
+            )
     except ValidationError as exc:
         messages.error(request, exc.messages[0])
     if request.htmx:

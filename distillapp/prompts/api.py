@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse
-from ninja import File, Form, Router, Schema
+from ninja import File, Form, Router, Schema, Status
 from ninja.files import UploadedFile
 
 from distillapp.accounts.access import get_project_for_user, get_scoped_object
@@ -58,11 +58,15 @@ class PromptPageOut(Schema):
     next_cursor: str | None
 
 
-def _error(request: HttpRequest, status: int, detail: str, errors: list[dict[str, Any]] | None = None) -> HttpResponse:
+def _error(
+    request: HttpRequest, status: int, detail: str, errors: list[dict[str, Any]] | None = None
+) -> HttpResponse:
     from distillapp.api import api
 
     return api.create_response(
-        request, {"detail": detail, "errors": errors or [{"line": None, "message": detail}]}, status=status
+        request,
+        {"detail": detail, "errors": errors or [{"line": None, "message": detail}]},
+        status=status,
     )
 
 
@@ -128,8 +132,15 @@ def upload_prompt_set(
     except services.PromptImportError as exc:
         return _error(request, exc.status, exc.detail, exc.errors)
     ps = result.prompt_set
-    return 201, ImportOut(
-        id=ps.pk, name=ps.name, imported=result.imported, duplicates_dropped=result.duplicates_dropped, heldout=result.heldout
+    return Status(
+        201,
+        ImportOut(
+            id=ps.pk,
+            name=ps.name,
+            imported=result.imported,
+            duplicates_dropped=result.duplicates_dropped,
+            heldout=result.heldout,
+        ),
     )
 
 
@@ -152,7 +163,7 @@ def delete_prompt_set(request: HttpRequest, prompt_set_id: int) -> Any:
         services.prompt_set_delete(prompt_set=ps)
     except services.PromptSetInUse as exc:
         return _error(request, 409, str(exc))
-    return 204, None
+    return Status(204, None)
 
 
 @router.get("/prompt-sets/{prompt_set_id}/prompts", response=PromptPageOut)
@@ -172,7 +183,12 @@ def list_prompts(
     if meta_value and not meta_key:
         return _error(request, 422, "meta_value needs meta_key.")
     page = selectors.prompt_set_prompts(
-        prompt_set=ps, cursor=cursor or None, q=q, split=split or None, meta_key=meta_key or None,
-        meta_value=meta_value or None, limit=limit,
+        prompt_set=ps,
+        cursor=cursor or None,
+        q=q,
+        split=split or None,
+        meta_key=meta_key or None,
+        meta_value=meta_value or None,
+        limit=limit,
     )
     return PromptPageOut(items=[_prompt_out(p) for p in page.items], next_cursor=page.next_cursor)

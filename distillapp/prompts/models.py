@@ -24,7 +24,9 @@ class PromptSet(models.Model):
     train_count = models.IntegerField(default=0)
     heldout_count = models.IntegerField(default=0)
     duplicates_dropped = models.IntegerField(default=0)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -40,7 +42,9 @@ class Prompt(models.Model):
     # Both FKs are covered by the composite indexes below, so they get no index of their own
     # (fewer indexes to maintain while importing millions of rows).
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+", db_index=False)
-    prompt_set = models.ForeignKey(PromptSet, on_delete=models.CASCADE, related_name="prompts", db_index=False)
+    prompt_set = models.ForeignKey(
+        PromptSet, on_delete=models.CASCADE, related_name="prompts", db_index=False
+    )
     position = models.IntegerField()
     external_id = models.CharField(max_length=255, blank=True, default="")
     messages = models.JSONField()
@@ -52,7 +56,9 @@ class Prompt(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["project", "text_hash"], name="prompt_unique_text_in_project"),
+            models.UniqueConstraint(
+                fields=["project", "text_hash"], name="prompt_unique_text_in_project"
+            ),
         ]
         # Keyset pages walk (prompt_set, id); a split filter is applied on the way. PostgreSQL also
         # gets GIN indexes for full-text search and metadata (migration 0002, PostgreSQL only).

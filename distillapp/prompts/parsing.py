@@ -22,9 +22,17 @@ ROLES = frozenset({"system", "user", "assistant"})
 SPLITS = frozenset({"train", "heldout"})
 BOM = b"\xef\xbb\xbf"
 FORMATS = ("jsonl", "csv", "parquet")
-EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+EXTENSIONS = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".csv": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
 
-csv.field_size_limit(64 * 1024 * 1024)
+MAX_LINE_BYTES = 16 * 1024 * 1024  # a longer line is refused rather than read into memory
+
+csv.field_size_limit(MAX_LINE_BYTES)
 
 
 class FileProblem(Exception):
@@ -55,11 +63,9 @@ class Row(NamedTuple):
 class ErrorLog:
     def __init__(self) -> None:
         self.items: list[dict[str, Any]] = []
-        self.truncated = False
 
     def add(self, line: int | None, message: str) -> None:
         if len(self.items) >= MAX_ERRORS:
-            self.truncated = True
             return
         self.items.append({"line": line, "message": message})
 
@@ -112,7 +118,8 @@ def detect_format(name: str, head: bytes) -> str:
     if start.lstrip()[:1] == b"{":
         return "jsonl"
     raise FileProblem(
-        415, f"Unsupported file type {ext or '(no extension)'}: upload JSON Lines (.jsonl), CSV (.csv) or Parquet (.parquet)."
+        415,
+        f"Unsupported file type {ext or '(no extension)'}: upload JSON Lines (.jsonl), CSV (.csv) or Parquet (.parquet).",
     )
 
 
@@ -130,7 +137,9 @@ def _clean_messages(value: Any) -> list[dict[str, str]]:
             raise RowProblem(f"messages[{i}] must be an object with role and content")
         role, content = message.get("role"), message.get("content")
         if role not in ROLES:
-            raise RowProblem(f"messages[{i}].role must be one of system, user, assistant (got {str(role)[:40]!r})")
+            raise RowProblem(
+                f"messages[{i}].role must be one of system, user, assistant (got {str(role)[:40]!r})"
+            )
         if not isinstance(content, str):
             raise RowProblem(f"messages[{i}].content must be a string")
         if "\x00" in content:
@@ -233,11 +242,36 @@ def _has_bad_text(obj: Any) -> bool:
     return "\\u0000" in dumped
 
 
+def _lines(fh: IO[bytes]) -> Iterator[bytes | None]:
+    """The file's lines; None for a line over MAX_LINE_BYTES (its rest is skipped, never held)."""
+    readline = fh.readline
+    while True:
+        raw = readline(MAX_LINE_BYTES)
+        if not raw:
+            return
+        if len(raw) == MAX_LINE_BYTES and not raw.endswith(b"\n"):
+            while True:
+                rest = readline(MAX_LINE_BYTES)
+                if not rest or rest.endswith(b"\n"):
+                    break
+            yield None
+            continue
+        yield raw
+
+
+LINE_TOO_LONG = f"line longer than {MAX_LINE_BYTES // 2**20} MiB"
+
+
 def read_jsonl(fh: IO[bytes], errors: ErrorLog, *, seed: int, threshold: int) -> Iterator[Row]:
     position = 0
     line_no = 0
-    for raw in fh:
+    for raw in _lines(fh):
         line_no += 1
+        if raw is None:
+            errors.add(line_no, LINE_TOO_LONG)
+            if errors.full:
+                return
+            continue
         if line_no == 1 and raw.startswith(BOM):
             raw = raw[3:]
         if not raw or raw.isspace():
@@ -257,11 +291,18 @@ def read_jsonl(fh: IO[bytes], errors: ErrorLog, *, seed: int, threshold: int) ->
                 return
             continue
         if not isinstance(obj, dict):
-            errors.add(line_no, f"expected a JSON object like {{\"prompt\": \"...\"}}, got {type(obj).__name__}")
+            errors.add(
+                line_no,
+                f'expected a JSON object like {{"prompt": "..."}}, got {type(obj).__name__}',
+            )
             if errors.full:
                 return
             continue
-        if ("\\u" in line or "\\U" in line) and ("\\u0000" in line or "\\ud" in line.lower()) and _has_bad_text(obj):
+        if (
+            ("\\u" in line or "\\U" in line)
+            and ("\\u0000" in line or "\\ud" in line.lower())
+            and _has_bad_text(obj)
+        ):
             errors.add(line_no, "contains a NUL character or an unpaired surrogate escape")
             if errors.full:
                 return
@@ -289,8 +330,10 @@ def read_jsonl(fh: IO[bytes], errors: ErrorLog, *, seed: int, threshold: int) ->
 
 
 def _decoded_lines(fh: IO[bytes], state: dict[str, int]) -> Iterator[str]:
-    for raw in fh:
+    for raw in _lines(fh):
         state["line"] += 1
+        if raw is None:
+            raise FileProblem(400, f"Line {state['line']}: {LINE_TOO_LONG}.", line=state["line"])
         if state["line"] == 1 and raw.startswith(BOM):
             raw = raw[3:]
         yield raw.decode("utf-8")
@@ -302,9 +345,13 @@ def read_csv(fh: IO[bytes], errors: ErrorLog, *, seed: int, threshold: int) -> I
     try:
         header = next(reader, None)
     except UnicodeDecodeError as exc:
-        raise FileProblem(400, f"Line {state['line']}: {_utf8_problem(exc)}", line=state["line"]) from exc
+        raise FileProblem(
+            400, f"Line {state['line']}: {_utf8_problem(exc)}", line=state["line"]
+        ) from exc
     except csv.Error as exc:
-        raise FileProblem(400, f"Line {state['line']}: unreadable CSV header ({exc}).", line=state["line"]) from exc
+        raise FileProblem(
+            400, f"Line {state['line']}: unreadable CSV header ({exc}).", line=state["line"]
+        ) from exc
     if not header:
         raise FileProblem(400, "The file is empty.")
     header = [h.strip() for h in header]
@@ -393,7 +440,11 @@ def read_parquet(fh: IO[bytes], errors: ErrorLog, *, seed: int, threshold: int) 
             for record in batch.to_pylist():
                 row_no += 1
                 try:
-                    metadata = {k: v for k, v in record.items() if k not in {"prompt", "messages", "reference", "id", "split"}}
+                    metadata = {
+                        k: v
+                        for k, v in record.items()
+                        if k not in {"prompt", "messages", "reference", "id", "split"}
+                    }
                     metadata = _json_safe(metadata)
                     if _has_bad_text(metadata):
                         raise RowProblem("a metadata column contains a NUL character")

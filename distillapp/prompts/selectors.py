@@ -22,18 +22,21 @@ PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
 MAX_QUERY_CHARS = 500
 # Must match the expression of the GIN index created by migration 0002 (PostgreSQL only).
-FTS_MATCH_SQL = (
-    "to_tsvector('english'::regconfig, \"prompts_prompt\".\"text\") @@ websearch_to_tsquery('english'::regconfig, %s)"
-)
+FTS_MATCH_SQL = "to_tsvector('english'::regconfig, \"prompts_prompt\".\"text\") @@ websearch_to_tsquery('english'::regconfig, %s)"
 
 
 class HeldOutPromptError(Exception):
     """Raised when held-out prompts would reach a teacher or a training set."""
 
 
+def _clean(value: str | None) -> str:
+    """User input as the database can take it (PostgreSQL text cannot hold NUL)."""
+    return (value or "").replace("\x00", "").strip()[:MAX_QUERY_CHARS]
+
+
 def search(qs: QuerySet[Prompt], q: str | None) -> QuerySet[Prompt]:
     """Full-text search (PostgreSQL, GIN-indexed) or case-insensitive substring (SQLite)."""
-    q = (q or "").strip()[:MAX_QUERY_CHARS]
+    q = _clean(q)
     if not q:
         return qs
     if connection.vendor == "postgresql":
@@ -54,9 +57,10 @@ def metadata_filter(qs: QuerySet[Prompt], key: str | None, value: str | None) ->
 
     The key is passed as a parameter, never parsed as a lookup path.
     """
+    key, value = _clean(key), _clean(value)
     if not key:
         return qs
-    if value is None or value == "":
+    if not value:
         return qs.filter(metadata__has_key=key)
     if connection.vendor == "postgresql":
         condition = Q(metadata__contains={key: value})  # @>, served by the jsonb_path_ops GIN index
@@ -89,13 +93,21 @@ def ensure_trainable(prompt_ids: Iterable[int]) -> None:
     ids = list(prompt_ids)
     leaked = 0
     for start in range(0, len(ids), 5000):
-        leaked += Prompt.objects.filter(pk__in=ids[start : start + 5000], split=Split.HELDOUT).count()
+        leaked += Prompt.objects.filter(
+            pk__in=ids[start : start + 5000], split=Split.HELDOUT
+        ).count()
     if leaked:
-        raise HeldOutPromptError(f"{leaked} held-out prompt(s) cannot be used for generation or training.")
+        raise HeldOutPromptError(
+            f"{leaked} held-out prompt(s) cannot be used for generation or training."
+        )
 
 
 def prompt_sets_for_project(*, project: Project) -> QuerySet[PromptSet]:
-    return PromptSet.objects.filter(project=project).select_related("created_by").order_by("-created_at", "-id")
+    return (
+        PromptSet.objects.filter(project=project)
+        .select_related("created_by")
+        .order_by("-created_at", "-id")
+    )
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,9 @@ class PromptImportError(Exception):
     or name). errors: up to 20 `{"line": int | None, "message": str}`.
     """
 
-    def __init__(self, status: int, detail: str, errors: list[dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self, status: int, detail: str, errors: list[dict[str, Any]] | None = None
+    ) -> None:
         super().__init__(detail)
         self.status = status
         self.detail = detail
@@ -67,9 +69,13 @@ def clean_fraction(value: Any) -> float:
     try:
         fraction = float(value)
     except (TypeError, ValueError):
-        raise PromptImportError(422, "The held-out fraction must be a number between 0 and 1.") from None
+        raise PromptImportError(
+            422, "The held-out fraction must be a number between 0 and 1."
+        ) from None
     if not 0.0 <= fraction <= 1.0:  # also refuses NaN
-        raise PromptImportError(422, "The held-out fraction must be between 0 and 1 (e.g. 0.1 for 10 %).")
+        raise PromptImportError(
+            422, "The held-out fraction must be between 0 and 1 (e.g. 0.1 for 10 %)."
+        )
     return fraction
 
 
@@ -112,7 +118,11 @@ def _sha256(fh: IO[bytes]) -> str:
 
 
 def _clean_name(name: str | None, source_name: str) -> str:
-    cleaned = (name or "").strip() or (source_name.rsplit(".", 1)[0] if source_name else "") or "Prompt set"
+    cleaned = (
+        (name or "").strip()
+        or (source_name.rsplit(".", 1)[0] if source_name else "")
+        or "Prompt set"
+    )
     if len(cleaned) > 200:
         raise PromptImportError(422, "Keep the name under 200 characters.")
     return cleaned
@@ -146,7 +156,8 @@ def prompt_set_import(
     with _opened(file) as (fh, source_name, size):
         if size > limit:
             raise PromptImportError(
-                413, f"The file is {size:,} bytes; the limit is {limit:,} bytes (DISTILLERY_UPLOAD_MAX_BYTES)."
+                413,
+                f"The file is {size:,} bytes; the limit is {limit:,} bytes (DISTILLERY_UPLOAD_MAX_BYTES).",
             )
         if size == 0:
             raise PromptImportError(400, "The file is empty.")
@@ -184,7 +195,14 @@ def prompt_set_import(
                 prompt_set.heldout_count = counts.heldout
                 prompt_set.train_count = counts.imported - counts.heldout
                 prompt_set.duplicates_dropped = counts.rows - counts.imported
-                prompt_set.save(update_fields=["total_count", "heldout_count", "train_count", "duplicates_dropped"])
+                prompt_set.save(
+                    update_fields=[
+                        "total_count",
+                        "heldout_count",
+                        "train_count",
+                        "duplicates_dropped",
+                    ]
+                )
         except FileProblem as exc:
             errors_out = [{"line": exc.line, "message": exc.detail}]
             raise PromptImportError(exc.status, exc.detail, errors_out) from None
@@ -198,7 +216,11 @@ def prompt_set_import(
 
 def _rollback(errors: ErrorLog) -> PromptImportError:
     count = len(errors.items)
-    more = f" (reading stopped at the first {MAX_ERRORS}; there may be more)" if count >= MAX_ERRORS else ""
+    more = (
+        f" (reading stopped at the first {MAX_ERRORS}; there may be more)"
+        if count >= MAX_ERRORS
+        else ""
+    )
     first = errors.items[0]
     where = f"line {first['line']}: " if first["line"] else ""
     detail = f"Nothing was imported: {count} problem{'s' if count != 1 else ''} found{more}. First: {where}{first['message']}"
@@ -277,9 +299,9 @@ def _write_orm(prompt_set: PromptSet, rows: Iterable[Row], errors: ErrorLog) -> 
     def flush() -> None:
         hashes = {r.text_hash for r in batch}
         seen = set(
-            Prompt.objects.filter(project_id=prompt_set.project_id, text_hash__in=hashes).values_list(
-                "text_hash", flat=True
-            )
+            Prompt.objects.filter(
+                project_id=prompt_set.project_id, text_hash__in=hashes
+            ).values_list("text_hash", flat=True)
         )
         objs = []
         for r in batch:
@@ -328,10 +350,16 @@ def prompt_set_delete(*, prompt_set: PromptSet, chunk: int = 5000) -> None:
     try:
         with transaction.atomic():
             while True:
-                ids = list(Prompt.objects.filter(prompt_set_id=prompt_set.pk).values_list("pk", flat=True)[:chunk])
+                ids = list(
+                    Prompt.objects.filter(prompt_set_id=prompt_set.pk).values_list("pk", flat=True)[
+                        :chunk
+                    ]
+                )
                 if not ids:
                     break
                 Prompt.objects.filter(pk__in=ids).delete()
             PromptSet.objects.filter(pk=prompt_set.pk).delete()
     except (ProtectedError, RestrictedError) as exc:
-        raise PromptSetInUse("This prompt set is used by data that must be kept (e.g. a frozen dataset).") from exc
+        raise PromptSetInUse(
+            "This prompt set is used by data that must be kept (e.g. a frozen dataset)."
+        ) from exc

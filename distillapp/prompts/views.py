@@ -34,7 +34,9 @@ def _upload_context(project: Any, **extra: Any) -> dict[str, Any]:
     }
 
 
-def _render_upload(request: HtmxHttpRequest, ctx: dict[str, Any], status: int = 200) -> HttpResponse:
+def _render_upload(
+    request: HtmxHttpRequest, ctx: dict[str, Any], status: int = 200
+) -> HttpResponse:
     template = "prompts/upload.html#upload-form" if _is_async(request) else "prompts/upload.html"
     return render(request, template, ctx, status=status)
 
@@ -53,7 +55,9 @@ def prompt_set_upload(request: HtmxHttpRequest, project_id: int) -> HttpResponse
     if declared > limit + 1024 * 1024:  # refuse before the body is spooled to disk
         detail = f"The file is larger than the limit of {limit:,} bytes."
         return _render_upload(
-            request, _upload_context(project, detail=detail, errors=[{"line": None, "message": detail}]), status=413
+            request,
+            _upload_context(project, detail=detail, errors=[{"line": None, "message": detail}]),
+            status=413,
         )
     form = {
         "name": request.POST.get("name", ""),
@@ -65,7 +69,9 @@ def prompt_set_upload(request: HtmxHttpRequest, project_id: int) -> HttpResponse
         detail = "Choose a file to upload."
         return _render_upload(
             request,
-            _upload_context(project, form=form, detail=detail, errors=[{"line": None, "message": detail}]),
+            _upload_context(
+                project, form=form, detail=detail, errors=[{"line": None, "message": detail}]
+            ),
             status=400,
         )
     try:
@@ -78,7 +84,9 @@ def prompt_set_upload(request: HtmxHttpRequest, project_id: int) -> HttpResponse
             created_by=request.user,
         )
     except services.PromptImportError as exc:
-        ctx = _upload_context(project, form=form, detail=exc.detail, errors=exc.errors, filename=upload.name)
+        ctx = _upload_context(
+            project, form=form, detail=exc.detail, errors=exc.errors, filename=upload.name
+        )
         return _render_upload(request, ctx, status=exc.status)
     messages.success(
         request,
@@ -96,7 +104,9 @@ def prompt_set_detail(request: HtmxHttpRequest, prompt_set_id: int) -> HttpRespo
     )
     filters = {
         "q": request.GET.get("q", "").strip(),
-        "split": request.GET.get("split", "") if request.GET.get("split", "") in Split.values else "",
+        "split": request.GET.get("split", "")
+        if request.GET.get("split", "") in Split.values
+        else "",
         "meta_key": request.GET.get("meta_key", "").strip(),
         "meta_value": request.GET.get("meta_value", "").strip(),
     }
@@ -114,7 +124,10 @@ def prompt_set_detail(request: HtmxHttpRequest, prompt_set_id: int) -> HttpRespo
         )
     except InvalidCursor:
         page = selectors.PromptPage(items=[], next_cursor=None)
-        error, status = "This link to a further page is invalid; start again from the first page.", 400
+        error, status = (
+            "This link to a further page is invalid; start again from the first page.",
+            400,
+        )
     filtered = any(filters.values())
     ctx = {
         "prompt_set": prompt_set,
@@ -135,14 +148,23 @@ def prompt_set_detail(request: HtmxHttpRequest, prompt_set_id: int) -> HttpRespo
 @login_required
 @require_http_methods(["GET", "POST"])
 def prompt_set_delete(request: HtmxHttpRequest, prompt_set_id: int) -> HttpResponse:
-    prompt_set, _membership = get_scoped_object(request.user, PromptSet.objects.all(), prompt_set_id, Role.ADMIN)
+    prompt_set, _membership = get_scoped_object(
+        request.user, PromptSet.objects.all(), prompt_set_id, Role.ADMIN
+    )
     if request.method == "POST":
         name, project_id = prompt_set.name, prompt_set.project_id
         try:
             services.prompt_set_delete(prompt_set=prompt_set)
         except services.PromptSetInUse as exc:
             messages.error(request, str(exc))
-            return render(request, "prompts/delete.html", {"prompt_set": prompt_set, "project": prompt_set.project}, status=409)
+            return render(
+                request,
+                "prompts/delete.html",
+                {"prompt_set": prompt_set, "project": prompt_set.project},
+                status=409,
+            )
         messages.success(request, f"Deleted prompt set {name}.")
         return redirect("project_detail", project_id=project_id)
-    return render(request, "prompts/delete.html", {"prompt_set": prompt_set, "project": prompt_set.project})
+    return render(
+        request, "prompts/delete.html", {"prompt_set": prompt_set, "project": prompt_set.project}
+    )

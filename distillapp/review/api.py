@@ -78,7 +78,11 @@ def review_next(request: HttpRequest, project_id: int) -> Any:
 
 @router.post("/completions/{completion_id}/review", response=dict)
 def review_submit(request: HttpRequest, completion_id: int, payload: DecisionIn) -> Any:
-    completion = Completion.objects.select_related("job", "job__project", "prompt").filter(pk=completion_id).first()
+    completion = (
+        Completion.objects.select_related("job", "job__project", "prompt")
+        .filter(pk=completion_id)
+        .first()
+    )
     if completion is None:
         raise Http404("Not found.")
     require_role(membership_for(request.user, completion.job.project.org_id), Role.REVIEWER)
@@ -99,7 +103,9 @@ def review_undo(request: HttpRequest, project_id: int) -> Any:
     completion = services.review_undo(project=project, reviewer=request.user)
     return {
         "undone": True,
-        "completion": _completion_json(completion, request.user) if completion is not None else None,
+        "completion": _completion_json(completion, request.user)
+        if completion is not None
+        else None,
     }
 
 
@@ -107,6 +113,3 @@ def review_undo(request: HttpRequest, project_id: int) -> Any:
 def review_stats(request: HttpRequest, project_id: int) -> Any:
     project, _m = get_project_for_user(request.user, project_id, Role.REVIEWER)
     return selectors.review_stats(project=project, reviewer=request.user)
-
-
-

@@ -7,7 +7,14 @@ from typing import Any
 
 from django.conf import settings
 
-DEFAULT_REASONS = ["Factually wrong", "Unhelpful", "Unsafe", "Wrong format", "Too long", "Off-topic"]
+DEFAULT_REASONS = [
+    "Factually wrong",
+    "Unhelpful",
+    "Unsafe",
+    "Wrong format",
+    "Too long",
+    "Off-topic",
+]
 ORDERS = ("uncertain", "plain")
 MAX_REASONS = 9  # keys 1–9 pick a reason
 MAX_OVERLAP = 10
@@ -43,7 +50,9 @@ def review_settings(project: Any) -> ReviewSettings:
             threshold = float(judge.get("threshold", 7))
         except (TypeError, ValueError):
             threshold = 7.0
-    reasons = [str(r) for r in raw.get("reasons") or DEFAULT_REASONS if str(r).strip()][:MAX_REASONS]
+    reasons = [str(r) for r in raw.get("reasons") or DEFAULT_REASONS if str(r).strip()][
+        :MAX_REASONS
+    ]
     order = raw.get("order") if raw.get("order") in ORDERS else "uncertain"
     return ReviewSettings(
         reasons=reasons or list(DEFAULT_REASONS),

@@ -35,7 +35,9 @@ class ItemState(models.TextChoices):
 
 
 class ReviewItem(models.Model):
-    completion = models.OneToOneField(Completion, on_delete=models.CASCADE, related_name="review_item")
+    completion = models.OneToOneField(
+        Completion, on_delete=models.CASCADE, related_name="review_item"
+    )
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
     job = models.ForeignKey(GenerationJob, on_delete=models.CASCADE, related_name="+")
     prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="+")
@@ -43,10 +45,16 @@ class ReviewItem(models.Model):
     # Lower is reviewed first in "uncertain first" order (negated uncertainty).
     priority = models.FloatField(default=0.0)
     reviews_count = models.PositiveIntegerField(default=0)  # non-skip reviews
-    lease_expires_at = models.DateTimeField(null=True, blank=True)  # latest active lease when LEASED
+    lease_expires_at = models.DateTimeField(
+        null=True, blank=True
+    )  # latest active lease when LEASED
     decision = models.CharField(max_length=8, choices=FinalDecision.choices, null=True, blank=True)
-    target_text = models.TextField(null=True, blank=True)  # edited text that replaces the completion
-    bulk_action = models.ForeignKey("BulkAction", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    target_text = models.TextField(
+        null=True, blank=True
+    )  # edited text that replaces the completion
+    bulk_action = models.ForeignKey(
+        "BulkAction", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
     adjudicated_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
@@ -60,7 +68,11 @@ class ReviewItem(models.Model):
                 name="reviewitem_open_priority",
                 condition=models.Q(state="open"),
             ),
-            models.Index(fields=["project", "id"], name="reviewitem_open_plain", condition=models.Q(state="open")),
+            models.Index(
+                fields=["project", "id"],
+                name="reviewitem_open_plain",
+                condition=models.Q(state="open"),
+            ),
             models.Index(
                 fields=["project", "lease_expires_at"],
                 name="reviewitem_leased_expiry",
@@ -72,23 +84,33 @@ class ReviewItem(models.Model):
 
 
 class ReviewLease(models.Model):
-    completion = models.ForeignKey(Completion, on_delete=models.CASCADE, related_name="review_leases")
+    completion = models.ForeignKey(
+        Completion, on_delete=models.CASCADE, related_name="review_leases"
+    )
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
-    reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="review_leases")
+    reviewer = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="review_leases"
+    )
     expires_at = models.DateTimeField()
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["completion", "reviewer"], name="reviewlease_unique_completion_reviewer")
+            models.UniqueConstraint(
+                fields=["completion", "reviewer"], name="reviewlease_unique_completion_reviewer"
+            )
         ]
-        indexes = [models.Index(fields=["reviewer", "project", "expires_at"], name="reviewlease_reviewer")]
+        indexes = [
+            models.Index(fields=["reviewer", "project", "expires_at"], name="reviewlease_reviewer")
+        ]
 
 
 class Review(models.Model):
     completion = models.ForeignKey(Completion, on_delete=models.CASCADE, related_name="reviews")
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
-    reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="reviews")
+    reviewer = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="reviews"
+    )
     decision = models.CharField(max_length=8, choices=Decision.choices)
     reason = models.CharField(max_length=200, blank=True, default="")
     edited_text = models.TextField(null=True, blank=True)
@@ -100,28 +122,42 @@ class Review(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["completion", "reviewer"], name="review_unique_completion_reviewer")
+            models.UniqueConstraint(
+                fields=["completion", "reviewer"], name="review_unique_completion_reviewer"
+            )
         ]
-        indexes = [models.Index(fields=["project", "reviewer", "updated_at"], name="review_project_reviewer")]
+        indexes = [
+            models.Index(
+                fields=["project", "reviewer", "updated_at"], name="review_project_reviewer"
+            )
+        ]
 
 
 class ReviewAction(models.Model):
     """Undo log: one row per decision; `previous` is the reviewer's earlier review of it (or null)."""
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
-    reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    reviewer = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+"
+    )
     completion = models.ForeignKey(Completion, on_delete=models.CASCADE, related_name="+")
     previous = models.JSONField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     undone_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        indexes = [models.Index(fields=["project", "reviewer", "undone_at", "id"], name="reviewaction_undo")]
+        indexes = [
+            models.Index(
+                fields=["project", "reviewer", "undone_at", "id"], name="reviewaction_undo"
+            )
+        ]
 
 
 class BulkAction(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
-    actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+    )
     decision = models.CharField(max_length=8, choices=FinalDecision.choices)
     reason = models.CharField(max_length=200, blank=True, default="")
     filters = models.JSONField(default=dict)
@@ -142,11 +178,15 @@ class BestPick(models.Model):
     job = models.ForeignKey(GenerationJob, on_delete=models.CASCADE, related_name="+")
     prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="+")
     completion = models.ForeignKey(Completion, on_delete=models.CASCADE, related_name="+")
-    picked_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
+    picked_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["job", "prompt"], name="bestpick_unique_job_prompt")]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "prompt"], name="bestpick_unique_job_prompt")
+        ]
 
 
 class ReviewQueueState(models.Model):

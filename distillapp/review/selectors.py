@@ -32,7 +32,10 @@ ACTIVE_STATES = (ItemState.OPEN, ItemState.LEASED, ItemState.DONE, ItemState.ADJ
 def review_progress(*, project: Project, reviewer: Any = None) -> dict[str, Any]:
     """Done / remaining for the project, and for `reviewer` when given."""
     counts = dict(
-        ReviewItem.objects.filter(project=project).values_list("state").annotate(n=Count("id")).values_list("state", "n")
+        ReviewItem.objects.filter(project=project)
+        .values_list("state")
+        .annotate(n=Count("id"))
+        .values_list("state", "n")
     )
     done = counts.get(ItemState.DONE, 0)
     remaining = counts.get(ItemState.OPEN, 0) + counts.get(ItemState.LEASED, 0)
@@ -72,7 +75,9 @@ def reviewer_breakdown(*, project: Project) -> list[dict[str, Any]]:
         )
         .order_by("-total", "reviewer__username")
     )
-    remaining = ReviewItem.objects.filter(project=project, state__in=[ItemState.OPEN, ItemState.LEASED]).count()
+    remaining = ReviewItem.objects.filter(
+        project=project, state__in=[ItemState.OPEN, ItemState.LEASED]
+    ).count()
     touched = dict(
         Review.objects.filter(
             project=project, completion__review_item__state__in=[ItemState.OPEN, ItemState.LEASED]
@@ -122,7 +127,12 @@ def review_agreement(*, project: Project) -> dict[str, Any]:
             ratings = dict(v)
             if a in ratings and b in ratings:
                 pairs.append((ratings[a], ratings[b]))
-        return {"method": "cohen", "kappa": _round(cohen_kappa(pairs)), "items": len(pairs), "raters": 2}
+        return {
+            "method": "cohen",
+            "kappa": _round(cohen_kappa(pairs)),
+            "items": len(pairs),
+            "raters": 2,
+        }
     n = max(2, cfg.overlap)
     table = []
     for v in items:
@@ -165,12 +175,18 @@ def completion_for_review(*, completion: Completion, reviewer: Any = None) -> di
     )
     best = BestPick.objects.filter(job_id=completion.job_id, prompt_id=completion.prompt_id).first()
     mine = (
-        Review.objects.filter(completion=completion, reviewer=reviewer).first() if reviewer is not None else None
+        Review.objects.filter(completion=completion, reviewer=reviewer).first()
+        if reviewer is not None
+        else None
     )
     snapshot = completion.job.teacher_snapshot or {}
     decoding = snapshot.get("decoding") if isinstance(snapshot.get("decoding"), dict) else None
     if decoding is None:
-        decoding = {k: v for k, v in snapshot.items() if k not in {"name", "model", "kind", "base_url", "id"}}
+        decoding = {
+            k: v
+            for k, v in snapshot.items()
+            if k not in {"name", "model", "kind", "base_url", "id"}
+        }
     return {
         "completion": completion,
         "prompt": completion.prompt,
@@ -213,12 +229,22 @@ def adjudication_items(*, project: Project) -> Any:
 
 
 def reviews_for_item(*, completion_id: int) -> list[Review]:
-    return list(Review.objects.filter(completion_id=completion_id).select_related("reviewer").order_by("created_at"))
+    return list(
+        Review.objects.filter(completion_id=completion_id)
+        .select_related("reviewer")
+        .order_by("created_at")
+    )
 
 
-def review_history(*, project: Project, user: Any, is_admin: bool, reviewer_name: str = "", limit: int = 100) -> Any:
+def review_history(
+    *, project: Project, user: Any, is_admin: bool, reviewer_name: str = "", limit: int = 100
+) -> Any:
     """Recent decisions: a reviewer sees only their own; admins see everyone's (optionally one)."""
-    qs = Review.objects.filter(project=project).select_related("reviewer", "completion").order_by("-updated_at", "-id")
+    qs = (
+        Review.objects.filter(project=project)
+        .select_related("reviewer", "completion")
+        .order_by("-updated_at", "-id")
+    )
     if not is_admin:
         qs = qs.filter(reviewer=user)
     elif reviewer_name:
@@ -227,7 +253,9 @@ def review_history(*, project: Project, user: Any, is_admin: bool, reviewer_name
 
 
 def bulk_actions_recent(*, project: Project, limit: int = 10) -> list[BulkAction]:
-    return list(BulkAction.objects.filter(project=project).select_related("actor").defer("items")[:limit])
+    return list(
+        BulkAction.objects.filter(project=project).select_related("actor").defer("items")[:limit]
+    )
 
 
 def project_reviewers(*, project: Project) -> list[Any]:
@@ -241,9 +269,16 @@ def approved_examples(*, project: Project) -> Iterator[tuple[Prompt, Completion,
     The target is the edited text when the item was edited, else the completion's text; source is
     "edited", "adjudicated", "bulk" or "review". When a sample was picked as best for its prompt in
     a job, only that sample counts for the prompt. Held-out prompts never appear."""
-    best = {(j, p): c for j, p, c in BestPick.objects.filter(project=project).values_list("job_id", "prompt_id", "completion_id")}
+    best = {
+        (j, p): c
+        for j, p, c in BestPick.objects.filter(project=project).values_list(
+            "job_id", "prompt_id", "completion_id"
+        )
+    }
     items = (
-        ReviewItem.objects.filter(project=project, state=ItemState.DONE, decision=FinalDecision.APPROVE)
+        ReviewItem.objects.filter(
+            project=project, state=ItemState.DONE, decision=FinalDecision.APPROVE
+        )
         .exclude(prompt__split=Split.HELDOUT)
         .select_related("completion", "prompt")
         .order_by("id")
@@ -257,7 +292,13 @@ def approved_examples(*, project: Project) -> Iterator[tuple[Prompt, Completion,
             target, source = item.target_text, "edited"
         else:
             target = item.completion.text
-            source = "adjudicated" if item.adjudicated_by_id else "bulk" if item.bulk_action_id else "review"
+            source = (
+                "adjudicated"
+                if item.adjudicated_by_id
+                else "bulk"
+                if item.bulk_action_id
+                else "review"
+            )
         batch.append((item.prompt, item.completion, target, source))
         if len(batch) >= 2000:
             ensure_trainable(p.pk for p, *_ in batch)

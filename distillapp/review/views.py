@@ -49,7 +49,9 @@ def _stage_context(project: Project, user: Any, current: Completion | None) -> d
     return {
         "project": project,
         "cfg": cfg,
-        "item": selectors.completion_for_review(completion=current, reviewer=user) if current else None,
+        "item": selectors.completion_for_review(completion=current, reviewer=user)
+        if current
+        else None,
         "progress": selectors.review_progress(project=project, reviewer=user),
     }
 
@@ -93,8 +95,12 @@ def review_prefetch(request: HtmxHttpRequest, project_id: int) -> HttpResponse:
     """Lease the item after the one on screen, so a decision shows it without waiting for a claim."""
     project, _m = get_project_for_user(request.user, project_id, Role.REVIEWER)
     exclude = _int(request.POST.get("exclude"))
-    upcoming = services.review_claim_next(project=project, reviewer=request.user, exclude_ids=[exclude] if exclude else [])
-    return render(request, "review/queue.html#prefetch", {"next_id": upcoming.pk if upcoming else ""})
+    upcoming = services.review_claim_next(
+        project=project, reviewer=request.user, exclude_ids=[exclude] if exclude else []
+    )
+    return render(
+        request, "review/queue.html#prefetch", {"next_id": upcoming.pk if upcoming else ""}
+    )
 
 
 @login_required
@@ -116,7 +122,9 @@ def review_decide(request: HtmxHttpRequest, project_id: int, completion_id: int)
     if not request.htmx:
         return redirect("review_queue", project_id=project.pk)
     current = _next_for(project, request.user, _int(request.POST.get("next_id")))
-    return render(request, "review/queue.html#stage-response", _stage_context(project, request.user, current))
+    return render(
+        request, "review/queue.html#stage-response", _stage_context(project, request.user, current)
+    )
 
 
 @login_required
@@ -128,11 +136,15 @@ def review_undo(request: HtmxHttpRequest, project_id: int) -> HttpResponse:
     except ValidationError as exc:
         return _fail(request, exc, project.pk)
     if current is None:
-        messages.info(request, "Undone. Another reviewer holds that item now, so here is the next one.")
+        messages.info(
+            request, "Undone. Another reviewer holds that item now, so here is the next one."
+        )
         current = services.review_claim_next(project=project, reviewer=request.user)
     if not request.htmx:
         return redirect("review_queue", project_id=project.pk)
-    return render(request, "review/queue.html#stage-response", _stage_context(project, request.user, current))
+    return render(
+        request, "review/queue.html#stage-response", _stage_context(project, request.user, current)
+    )
 
 
 @login_required
@@ -179,7 +191,12 @@ def review_settings_page(request: HtmxHttpRequest, project_id: int) -> HttpRespo
     project, _m = get_project_for_user(request.user, project_id, Role.ADMIN)
     cfg = review_settings(project)
     errors: dict[str, list[str]] = {}
-    form = {"reasons": "\n".join(cfg.reasons), "overlap": cfg.overlap, "lease_seconds": cfg.lease_seconds, "order": cfg.order}
+    form = {
+        "reasons": "\n".join(cfg.reasons),
+        "overlap": cfg.overlap,
+        "lease_seconds": cfg.lease_seconds,
+        "order": cfg.order,
+    }
     if request.method == "POST":
         form = {
             "reasons": request.POST.get("reasons", ""),
@@ -208,9 +225,23 @@ def review_settings_page(request: HtmxHttpRequest, project_id: int) -> HttpRespo
     )
 
 
+@login_required
+@require_POST
+def review_refresh(request: HtmxHttpRequest, project_id: int) -> HttpResponse:
+    project, _m = get_project_for_user(request.user, project_id, Role.ADMIN)
+    added = services.review_queue_sync(project=project, force=True)
+    messages.success(
+        request,
+        f"Queue refreshed: {added} new item{'s' if added != 1 else ''}, priorities recomputed.",
+    )
+    return redirect("review_settings", project_id=project.pk)
+
+
 def _bulk_filter(data: Any) -> dict[str, Any]:
     return {
-        "min_judge": _float(data.get("min_judge")) if data.get("min_judge") not in (None, "") else None,
+        "min_judge": _float(data.get("min_judge"))
+        if data.get("min_judge") not in (None, "")
+        else None,
         "no_flags": data.get("no_flags") in ("1", "on", "true"),
         "job_id": _int(data.get("job")) if data.get("job") else None,
     }
@@ -239,7 +270,10 @@ def review_bulk(request: HtmxHttpRequest, project_id: int) -> HttpResponse:
         except ValidationError as exc:
             errors = form_errors(exc)
         else:
-            messages.success(request, f"{action.get_decision_display()} {action.count} items. You can undo this below.")
+            messages.success(
+                request,
+                f"{action.get_decision_display()} {action.count} items. You can undo this below.",
+            )
             return redirect("review_bulk", project_id=project.pk)
     previewing = any(k in data for k in ("min_judge", "no_flags", "job", "decision"))
     count = services.bulk_candidates(project=project, **flt).count() if previewing else None
@@ -265,7 +299,9 @@ def review_bulk(request: HtmxHttpRequest, project_id: int) -> HttpResponse:
 @require_POST
 def review_bulk_undo(request: HtmxHttpRequest, project_id: int) -> HttpResponse:
     project, _m = get_project_for_user(request.user, project_id, Role.ADMIN)
-    action = BulkAction.objects.filter(project=project, pk=_int(request.POST.get("bulk_action_id")) or 0).first()
+    action = BulkAction.objects.filter(
+        project=project, pk=_int(request.POST.get("bulk_action_id")) or 0
+    ).first()
     if action is None:
         raise Http404("Not found.")
     restored = services.review_bulk_undo(bulk_action=action)
@@ -278,13 +314,18 @@ def review_bulk_undo(request: HtmxHttpRequest, project_id: int) -> HttpResponse:
 def review_adjudication(request: HtmxHttpRequest, project_id: int) -> HttpResponse:
     project, _m = get_project_for_user(request.user, project_id, Role.ADMIN)
     items = list(selectors.adjudication_items(project=project)[:50])
-    rows = [{"item": i, "reviews": selectors.reviews_for_item(completion_id=i.completion_id)} for i in items]
+    rows = [
+        {"item": i, "reviews": selectors.reviews_for_item(completion_id=i.completion_id)}
+        for i in items
+    ]
     return render(request, "review/adjudication.html", {"project": project, "rows": rows})
 
 
 @login_required
 @require_POST
-def review_adjudicate(request: HtmxHttpRequest, project_id: int, completion_id: int) -> HttpResponse:
+def review_adjudicate(
+    request: HtmxHttpRequest, project_id: int, completion_id: int
+) -> HttpResponse:
     project, _m = get_project_for_user(request.user, project_id, Role.ADMIN)
     completion = _completion_in(project, completion_id)
     try:

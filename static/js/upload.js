@@ -61,6 +61,7 @@
       xhr.setRequestHeader("X-CSRFToken", csrfToken(form));
       xhr.setRequestHeader("X-Requested-With", "XMLHttpRequest");
       progress.hidden = false;
+      progress.style.display = "";
       button.disabled = true;
       xhr.upload.addEventListener("progress", (e) => {
         if (!e.lengthComputable) return;

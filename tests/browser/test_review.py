@@ -69,13 +69,18 @@ def test_a_reviewer_works_the_queue_with_the_keyboard(page, log_in):
 
     page.keyboard.press("a")
     second = _wait_for_next(page, first)
-    page.wait_for_function("() => document.getElementById('progress-mine-done').textContent === '1'")
+    page.wait_for_function(
+        "() => document.getElementById('progress-mine-done').textContent === '1'"
+    )
     assert Review.objects.get(completion_id=first).decision == "approve"
 
     page.keyboard.press("r")
     page.keyboard.press("2")
     third = _wait_for_next(page, second)
-    assert Review.objects.values_list("decision", "reason").get(completion_id=second) == ("reject", "Unhelpful")
+    assert Review.objects.values_list("decision", "reason").get(completion_id=second) == (
+        "reject",
+        "Unhelpful",
+    )
 
     page.keyboard.press("e")
     textarea = page.locator("#review-current textarea[name=edited_text]")
@@ -87,12 +92,17 @@ def test_a_reviewer_works_the_queue_with_the_keyboard(page, log_in):
     fourth = _wait_for_next(page, third)
     review = Review.objects.get(completion_id=third)
     assert (review.decision, review.edited_text, review.original_text) == (
-        "edit", "A rewritten answer: yes, sure.", completions[2].text)
+        "edit",
+        "A rewritten answer: yes, sure.",
+        completions[2].text,
+    )
     assert Review.objects.count() == 3
 
     page.keyboard.press("u")
     assert _wait_for_next(page, fourth) == third
-    page.wait_for_function("() => document.getElementById('progress-mine-done').textContent === '2'")
+    page.wait_for_function(
+        "() => document.getElementById('progress-mine-done').textContent === '2'"
+    )
     assert not Review.objects.filter(completion_id=third).exists()
 
     # a failed save says so and keeps the item
@@ -132,7 +142,9 @@ def test_an_xss_completion_does_not_run_or_fire_requests(page, log_in):
     page.wait_for_selector("#review-current")
     page.wait_for_load_state("networkidle")
     for text in ("click me", "hover", "hx"):
-        for link in page.locator("#review-current .completion-body").get_by_text(text, exact=True).all():
+        for link in (
+            page.locator("#review-current .completion-body").get_by_text(text, exact=True).all()
+        ):
             link.hover()
             link.click()
     page.wait_for_timeout(300)

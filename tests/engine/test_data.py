@@ -49,7 +49,12 @@ def test_kd_lines_need_ids_and_consistent_shapes(tmp_path: Path) -> None:
             {"messages": MSG, "completion": "x"},
             {"messages": MSG, "token_ids": [5, 6], "topk_ids": [[5]], "topk_logprobs": [[-0.1]]},
             {"messages": MSG, "token_ids": [5], "topk_ids": [[5, 6]], "topk_logprobs": [[0.5, -1]]},
-            {"messages": MSG, "token_ids": [5], "topk_ids": [list(range(21))], "topk_logprobs": [[-1.0] * 21]},
+            {
+                "messages": MSG,
+                "token_ids": [5],
+                "topk_ids": [list(range(21))],
+                "topk_logprobs": [[-1.0] * 21],
+            },
             {"messages": MSG, "token_ids": [5], "topk_ids": [[5]], "topk_logprobs": [[-0.2]]},
         ],
     )
@@ -65,7 +70,9 @@ def test_kd_lines_need_ids_and_consistent_shapes(tmp_path: Path) -> None:
 
 def test_string_token_records_are_refused_for_kd(tmp_path: Path) -> None:
     shard = tmp_path / "s.bin"
-    rec = topk_format.from_token_strings(["He", "llo"], [["He", "Hi"], ["llo", "y"]], [[-0.1, -2], [-0.2, -3]])
+    rec = topk_format.from_token_strings(
+        ["He", "llo"], [["He", "Hi"], ["llo", "y"]], [[-0.1, -2], [-0.2, -3]]
+    )
     with open(shard, "wb") as fh:
         offset, length = topk_format.append_to_shard(fh, topk_format.encode(rec))
     path = write_jsonl(
@@ -84,7 +91,9 @@ def test_string_token_records_are_refused_for_kd(tmp_path: Path) -> None:
 def test_shard_references_are_read_with_ids_and_logprobs(tmp_path: Path) -> None:
     shard = tmp_path / "s.bin"
     rec = topk_format.TopkRecord(
-        np.array([7, 8]), np.array([[7, 9], [8, 10]]), np.array([[-0.1, -2.5], [-0.3, -1.5]], np.float16)
+        np.array([7, 8]),
+        np.array([[7, 9], [8, 10]]),
+        np.array([[-0.1, -2.5], [-0.3, -1.5]], np.float16),
     )
     with open(shard, "wb") as fh:
         fh.write(b"junk")
@@ -107,15 +116,21 @@ def _records(tmp_path: Path, rows: list[dict], method: str = "sft"):  # type: ig
 def test_prompt_uses_chat_template_or_plain_fallback() -> None:
     plain = char_tokenizer()
     assert plain.decode(prompt_ids(plain, MSG)) == "<|user|>\nhi\n<|assistant|>\n"
-    templated = char_tokenizer(chat_template="{% for m in messages %}Q:{{ m['content'] }}{% endfor %}A:")
+    templated = char_tokenizer(
+        chat_template="{% for m in messages %}Q:{{ m['content'] }}{% endfor %}A:"
+    )
     assert templated.decode(prompt_ids(templated, MSG)) == "Q:hiA:"
 
 
 def test_loss_only_on_completion_tokens(tmp_path: Path) -> None:
     tok = char_tokenizer()
-    (seq,), report = build_sequences(_records(tmp_path, [{"messages": MSG, "completion": "yo"}]), tok, "sft", 100, False)
+    (seq,), report = build_sequences(
+        _records(tmp_path, [{"messages": MSG, "completion": "yo"}]), tok, "sft", 100, False
+    )
     p = len(prompt_ids(tok, MSG))
-    assert seq.input_ids[p:] == tok("yo", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    assert seq.input_ids[p:] == tok("yo", add_special_tokens=False)["input_ids"] + [
+        tok.eos_token_id
+    ]
     # targets[i] is the token the logit at i predicts: only the completion (and eos) count.
     assert [t for t in seq.targets if t != IGNORE] == seq.input_ids[p:]
     assert seq.targets[p - 1] == seq.input_ids[p]
@@ -178,7 +193,12 @@ def test_packing_keeps_each_examples_loss_mask(tmp_path: Path) -> None:
 def test_collator_aligns_topk_rows_with_the_predicting_logit(tmp_path: Path) -> None:
     tok = char_tokenizer()
     rows = [
-        {"messages": MSG, "token_ids": [20, 21], "topk_ids": [[20, 5], [21, 6]], "topk_logprobs": [[-0.1, -3], [-0.2, None]]},
+        {
+            "messages": MSG,
+            "token_ids": [20, 21],
+            "topk_ids": [[20, 5], [21, 6]],
+            "topk_logprobs": [[-0.1, -3], [-0.2, None]],
+        },
         {"messages": MSG, "token_ids": [22], "topk_ids": [[22]], "topk_logprobs": [[-0.3]]},
     ]
     seqs, _ = build_sequences(_records(tmp_path, rows, "kd"), tok, "kd", 100, False)

@@ -12,7 +12,16 @@ from workers.engine.data import DataValidationError
 from workers.engine.train import RunStateError, train
 from workers.engine.vocab import VocabMismatchError
 
-PROGRESS_KEYS = {"step", "total_steps", "loss", "eval_loss", "learning_rate", "tokens_per_s", "eta_s", "epoch"}
+PROGRESS_KEYS = {
+    "step",
+    "total_steps",
+    "loss",
+    "eval_loss",
+    "learning_rate",
+    "tokens_per_s",
+    "eta_s",
+    "epoch",
+}
 
 
 def _config(base: Path, data: Path, out: Path, **kw: Any) -> TrainConfig:
@@ -40,10 +49,18 @@ def test_sft_run_writes_adapter_lineage_metrics_and_reports_progress(
     rows: list[dict[str, Any]] = []
     data = sft_data()
     out = tmp_path / "out"
-    result = train(_config(base_dir, data, out, eval_data=str(data), eval_steps=6), progress=rows.append)
+    result = train(
+        _config(base_dir, data, out, eval_data=str(data), eval_steps=6), progress=rows.append
+    )
     assert result.status == "completed" and result.global_step == 12 == result.total_steps
     assert result.tokens_seen > 0 and result.eval_loss is not None
-    for name in ("adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "run.json", "summary.json"):
+    for name in (
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "tokenizer.json",
+        "run.json",
+        "summary.json",
+    ):
         assert (out / name).exists(), name
     run = json.loads((out / "run.json").read_text())
     assert len(run["data_sha256"]) == 64 and run["settings"]["method"] == "sft"
@@ -61,7 +78,9 @@ def test_kd_run_uses_inline_and_shard_topk(
     base_dir: Path, teacher_dir: Path, kd_data: Callable[..., Path], tmp_path: Path
 ) -> None:
     out = tmp_path / "kd"
-    cfg = _config(base_dir, kd_data(k=5), out, method="kd", teacher_tokenizer=str(teacher_dir), max_steps=6)
+    cfg = _config(
+        base_dir, kd_data(k=5), out, method="kd", teacher_tokenizer=str(teacher_dir), max_steps=6
+    )
     result = train(cfg)
     assert result.status == "completed" and result.train_loss is not None
     assert result.train_loss == result.train_loss  # not NaN
@@ -81,7 +100,9 @@ def test_kd_refused_when_the_teacher_vocabulary_differs(
     assert not (tmp_path / "out").exists()  # refused before anything was written
 
 
-def test_kd_refused_when_special_tokens_differ(base_dir: Path, kd_data: Callable[..., Path], tmp_path: Path) -> None:
+def test_kd_refused_when_special_tokens_differ(
+    base_dir: Path, kd_data: Callable[..., Path], tmp_path: Path
+) -> None:
     from workers.engine.toy import char_tokenizer
 
     other = tmp_path / "other_tok"
@@ -101,11 +122,16 @@ def test_bad_data_stops_before_training(base_dir: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
-def test_truncation_is_in_the_result_and_run_json(base_dir: Path, sft_data: Callable[..., Path], tmp_path: Path) -> None:
+def test_truncation_is_in_the_result_and_run_json(
+    base_dir: Path, sft_data: Callable[..., Path], tmp_path: Path
+) -> None:
     out = tmp_path / "out"
     result = train(_config(base_dir, sft_data(), out, max_length=40, max_steps=2))
     assert result.truncation["truncated"] > 0
-    assert json.loads((out / "run.json").read_text())["truncation"]["truncated"] == result.truncation["truncated"]
+    assert (
+        json.loads((out / "run.json").read_text())["truncation"]["truncated"]
+        == result.truncation["truncated"]
+    )
 
 
 def test_cancel_checkpoints_and_resume_finishes_the_run(
@@ -131,7 +157,9 @@ def test_cancel_checkpoints_and_resume_finishes_the_run(
     assert steps == [2, 4, 6, 8, 10, 12]
 
 
-def test_resume_refuses_changed_data(base_dir: Path, sft_data: Callable[..., Path], tmp_path: Path) -> None:
+def test_resume_refuses_changed_data(
+    base_dir: Path, sft_data: Callable[..., Path], tmp_path: Path
+) -> None:
     out = tmp_path / "out"
     data = sft_data()
     train(_config(base_dir, data, out, max_steps=4))
@@ -140,7 +168,9 @@ def test_resume_refuses_changed_data(base_dir: Path, sft_data: Callable[..., Pat
         train(_config(base_dir, data, out, max_steps=8, resume=True))
 
 
-def test_packing_trains_on_fewer_rows(base_dir: Path, sft_data: Callable[..., Path], tmp_path: Path) -> None:
+def test_packing_trains_on_fewer_rows(
+    base_dir: Path, sft_data: Callable[..., Path], tmp_path: Path
+) -> None:
     out = tmp_path / "out"
     result = train(_config(base_dir, sft_data(), out, packing=True, max_length=128, max_steps=3))
     run = json.loads((out / "run.json").read_text())
@@ -148,7 +178,9 @@ def test_packing_trains_on_fewer_rows(base_dir: Path, sft_data: Callable[..., Pa
     assert run["train_rows"] < run["examples"]
 
 
-def test_full_finetune_saves_full_weights(base_dir: Path, sft_data: Callable[..., Path], tmp_path: Path) -> None:
+def test_full_finetune_saves_full_weights(
+    base_dir: Path, sft_data: Callable[..., Path], tmp_path: Path
+) -> None:
     out = tmp_path / "out"
     train(_config(base_dir, sft_data(), out, lora=False, max_steps=2))
     assert (out / "model.safetensors").exists() and not (out / "adapter_config.json").exists()

@@ -373,3 +373,14 @@ def test_config_validation_reports_every_bad_field(project):
         "judge_rubric",
         "surprise",
     }
+
+
+@pytest.mark.django_db
+def test_two_jobs_filtered_in_either_order_keep_the_same_one_of_a_shared_answer(project, job):
+    job2 = GenerationJobFactory(project=project, teacher=job.teacher, prompt_set=job.prompt_set)
+    first = _completion(job, LONG)
+    second = _completion(job2, LONG)
+    run_job_filters.run(job2.pk)  # job 1 has no verdicts yet, as if its run were still going
+    run_job_filters.run(job.pk)
+    assert _verdict(first).state == VerdictState.PASSED
+    assert _verdict(second).flags == ["exact_duplicate"]

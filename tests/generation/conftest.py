@@ -44,8 +44,12 @@ def enqueued(monkeypatch):
 
 def make_prompt(prompt_set, text: str, split: str = Split.TRAIN, **kwargs):
     return PromptFactory(
-        prompt_set=prompt_set, text=text, messages=[{"role": "user", "content": text}], split=split,
-        text_hash=hashlib.sha256(text.encode()).hexdigest(), **kwargs,
+        prompt_set=prompt_set,
+        text=text,
+        messages=[{"role": "user", "content": text}],
+        split=split,
+        text_hash=hashlib.sha256(text.encode()).hexdigest(),
+        **kwargs,
     )
 
 
@@ -63,7 +67,19 @@ def prompt_set(project):
 @pytest.fixture
 def api_teacher(project, fake_openai):
     return services.teacher_create(
-        project=project, name="Fake GPT", kind="openai", base_url=fake_openai.base_url, model="teacher-model",
-        api_key=API_KEY, concurrency=4, price_input_per_m="1.5", price_output_per_m="6",
-        decoding={"temperature": 0.2, "max_tokens": 64, "system_prompt": "Be brief.", "top_logprobs": 3},
+        project=project,
+        name="Fake GPT",
+        kind="openai",
+        base_url=fake_openai.base_url,
+        model="teacher-model",
+        api_key=API_KEY,
+        concurrency=4,
+        price_input_per_m="1.5",
+        price_output_per_m="6",
+        decoding={
+            "temperature": 0.2,
+            "max_tokens": 64,
+            "system_prompt": "Be brief.",
+            "top_logprobs": 3,
+        },
     )

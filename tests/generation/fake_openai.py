@@ -55,7 +55,11 @@ def tokens_of(text: str) -> list[str]:
 
 class FakeOpenAI:
     def __init__(
-        self, *, api_key: str | None = None, models: tuple[str, ...] = ("teacher-model",), latency: float = 0.0
+        self,
+        *,
+        api_key: str | None = None,
+        models: tuple[str, ...] = ("teacher-model",),
+        latency: float = 0.0,
     ) -> None:
         self.api_key = api_key
         self.models = set(models)
@@ -101,7 +105,9 @@ class FakeOpenAI:
 
     def start(self, port: int = 0) -> FakeOpenAI:
         self._httpd = _Server(("127.0.0.1", port), _make_handler(self))
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
         return self
 
@@ -139,8 +145,17 @@ class FakeOpenAI:
             for i, tok in enumerate(tokens):
                 chosen = -0.05 - 0.01 * (i % 7)
                 tops = [{"token": tok, "logprob": chosen, "bytes": list(tok.encode())}]
-                tops += [{"token": f" alt{j}", "logprob": -2.0 - j, "bytes": None} for j in range(1, k)]
-                content.append({"token": tok, "logprob": chosen, "bytes": list(tok.encode()), "top_logprobs": tops[:k]})
+                tops += [
+                    {"token": f" alt{j}", "logprob": -2.0 - j, "bytes": None} for j in range(1, k)
+                ]
+                content.append(
+                    {
+                        "token": tok,
+                        "logprob": chosen,
+                        "bytes": list(tok.encode()),
+                        "top_logprobs": tops[:k],
+                    }
+                )
             choice["logprobs"] = {"content": content}
         prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in messages) + 3
         return {
@@ -149,7 +164,11 @@ class FakeOpenAI:
             "created": int(time.time()),
             "model": body.get("model", ""),
             "choices": [choice],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len(tokens), "total_tokens": prompt_tokens + len(tokens)},
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": len(tokens),
+                "total_tokens": prompt_tokens + len(tokens),
+            },
         }
 
 
@@ -172,12 +191,20 @@ def _make_handler(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             with server._lock:
                 server.statuses[status] += 1
 
-        def _error(self, status: int, message: str, kind: str, headers: dict[str, str] | None = None) -> None:
+        def _error(
+            self, status: int, message: str, kind: str, headers: dict[str, str] | None = None
+        ) -> None:
             self._json(status, {"error": {"message": message, "type": kind, "code": None}}, headers)
 
         def do_GET(self) -> None:  # noqa: N802
             if self.path.rstrip("/").endswith("/models"):
-                self._json(200, {"object": "list", "data": [{"id": m, "object": "model"} for m in sorted(server.models)]})
+                self._json(
+                    200,
+                    {
+                        "object": "list",
+                        "data": [{"id": m, "object": "model"} for m in sorted(server.models)],
+                    },
+                )
             else:
                 self._error(404, "Not found", "invalid_request_error")
 
@@ -210,7 +237,9 @@ def _make_handler(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             if server.latency:
                 time.sleep(server.latency)
             if fault == "reset":
-                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.connection.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                )
                 self.connection.close()
                 self.close_connection = True
                 with server._lock:
@@ -219,23 +248,37 @@ def _make_handler(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             if fault == "slow":
                 time.sleep(server.slow_seconds)
             if fault == "429":
-                self._error(429, "Rate limit reached, slow down.", "rate_limit_error", {"Retry-After": server.retry_after})
+                self._error(
+                    429,
+                    "Rate limit reached, slow down.",
+                    "rate_limit_error",
+                    {"Retry-After": server.retry_after},
+                )
                 return
             if fault == "429-date":
                 when = email.utils.formatdate(time.time() + float(server.retry_after), usegmt=True)
                 self._error(429, "Rate limit reached.", "rate_limit_error", {"Retry-After": when})
                 return
             if fault == "500":
-                self._error(500, "The server had an error while processing your request.", "server_error")
+                self._error(
+                    500, "The server had an error while processing your request.", "server_error"
+                )
                 return
-            if fault == "401" or (server.api_key is not None and self.headers.get("Authorization") != f"Bearer {server.api_key}"):
+            if fault == "401" or (
+                server.api_key is not None
+                and self.headers.get("Authorization") != f"Bearer {server.api_key}"
+            ):
                 self._error(401, "Incorrect API key provided.", "invalid_request_error")
                 return
             if fault == "400":
-                self._error(400, "This model's maximum context length is 8 tokens.", "invalid_request_error")
+                self._error(
+                    400, "This model's maximum context length is 8 tokens.", "invalid_request_error"
+                )
                 return
             if body.get("model") not in server.models:
-                self._error(404, f"The model `{body.get('model')}` does not exist.", "invalid_request_error")
+                self._error(
+                    404, f"The model `{body.get('model')}` does not exist.", "invalid_request_error"
+                )
                 return
             if fault == "malformed":
                 self._json(200, b'{"id": "chatcmpl-broken", "choices": [')

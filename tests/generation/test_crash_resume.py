@@ -57,9 +57,28 @@ def _worker_env() -> dict[str, str]:
 def _start_worker(name: str, log: Path) -> subprocess.Popen:
     celery = Path(sys.executable).with_name("celery")
     return subprocess.Popen(
-        [str(celery), "-A", "workers.app", "worker", "-Q", "teacher,default", "-c", "1", "-P", "solo",
-         "--without-gossip", "--without-mingle", "--without-heartbeat", "-n", f"{name}@%h", "--loglevel=INFO"],
-        cwd=str(settings.BASE_DIR), env=_worker_env(), stdout=log.open("wb"), stderr=subprocess.STDOUT,
+        [
+            str(celery),
+            "-A",
+            "workers.app",
+            "worker",
+            "-Q",
+            "teacher,default",
+            "-c",
+            "1",
+            "-P",
+            "solo",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "-n",
+            f"{name}@%h",
+            "--loglevel=INFO",
+        ],
+        cwd=str(settings.BASE_DIR),
+        env=_worker_env(),
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
 
@@ -79,7 +98,9 @@ def _stop(proc: subprocess.Popen | None) -> None:
         proc.wait(timeout=10)
 
 
-def test_a_job_survives_sigkill_of_its_worker_with_every_item_exactly_once(project, api_teacher, fake_openai, tmp_path) -> None:
+def test_a_job_survives_sigkill_of_its_worker_with_every_item_exactly_once(
+    project, api_teacher, fake_openai, tmp_path
+) -> None:
     from workers.app import app
 
     with app.connection_for_write() as conn:
@@ -90,7 +111,9 @@ def test_a_job_survives_sigkill_of_its_worker_with_every_item_exactly_once(proje
     prompt_set = PromptSetFactory(project=project)
     for i in range(PROMPTS):
         make_prompt(prompt_set, f"crash question {i}")
-    job = services.generation_job_start(project=project, prompt_set=prompt_set, teacher=api_teacher, samples_per_prompt=SAMPLES)
+    job = services.generation_job_start(
+        project=project, prompt_set=prompt_set, teacher=api_teacher, samples_per_prompt=SAMPLES
+    )
     total = PROMPTS * SAMPLES
     assert job.total == total
 
@@ -98,7 +121,12 @@ def test_a_job_survives_sigkill_of_its_worker_with_every_item_exactly_once(proje
     log1, log2 = tmp_path / "worker1.log", tmp_path / "worker2.log"
     try:
         first = _start_worker("h4crash1", log1)
-        _wait(lambda: Completion.objects.filter(job=job).count() >= 20, 90, "the first completions", log1)
+        _wait(
+            lambda: Completion.objects.filter(job=job).count() >= 20,
+            90,
+            "the first completions",
+            log1,
+        )
         os.kill(first.pid, signal.SIGKILL)
         first.wait(timeout=10)
         written = Completion.objects.filter(job=job).count()
@@ -107,7 +135,12 @@ def test_a_job_survives_sigkill_of_its_worker_with_every_item_exactly_once(proje
 
         time.sleep(STALE_SECONDS + 1)  # its heartbeat goes stale
         second = _start_worker("h4crash2", log2)
-        _wait(lambda: GenerationJob.objects.get(pk=job.pk).status == JobStatus.SUCCEEDED, 120, "the job to finish", log2)
+        _wait(
+            lambda: GenerationJob.objects.get(pk=job.pk).status == JobStatus.SUCCEEDED,
+            120,
+            "the job to finish",
+            log2,
+        )
     finally:
         _stop(first)
         _stop(second)
@@ -119,7 +152,12 @@ def test_a_job_survives_sigkill_of_its_worker_with_every_item_exactly_once(proje
     job.refresh_from_db()
     rows = Completion.objects.filter(job=job)
     assert rows.count() == total and job.done == total and job.failed == 0
-    assert not rows.values("prompt_id", "sample_index").annotate(n=Count("id")).filter(n__gt=1).exists()
+    assert (
+        not rows.values("prompt_id", "sample_index")
+        .annotate(n=Count("id"))
+        .filter(n__gt=1)
+        .exists()
+    )
     assert set(rows.values_list("status", flat=True)) == {CompletionStatus.OK}
     # Nothing was sent twice except what was in flight (or arriving during the last write) when it died.
     assert total <= fake_openai.requests <= total + 2 * api_teacher.concurrency

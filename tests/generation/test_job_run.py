@@ -33,17 +33,26 @@ def _run(job_id: int) -> str:
 
 
 def _start(project, prompt_set, teacher, **kwargs) -> GenerationJob:
-    return services.generation_job_start(project=project, prompt_set=prompt_set, teacher=teacher, **kwargs)
+    return services.generation_job_start(
+        project=project, prompt_set=prompt_set, teacher=teacher, **kwargs
+    )
 
 
 def _assert_each_item_once(job: GenerationJob, prompts: int, samples: int) -> None:
     rows = Completion.objects.filter(job=job)
     assert rows.count() == prompts * samples
-    assert not rows.values("prompt_id", "sample_index").annotate(n=Count("id")).filter(n__gt=1).exists()
+    assert (
+        not rows.values("prompt_id", "sample_index")
+        .annotate(n=Count("id"))
+        .filter(n__gt=1)
+        .exists()
+    )
     assert set(rows.values_list("sample_index", flat=True)) == set(range(samples))
 
 
-def test_a_job_fills_every_train_prompt_and_sample_exactly_once(project, prompt_set, api_teacher, fast_retries, enqueued, filters_sent) -> None:
+def test_a_job_fills_every_train_prompt_and_sample_exactly_once(
+    project, prompt_set, api_teacher, fast_retries, enqueued, filters_sent
+) -> None:
     job = _start(project, prompt_set, api_teacher, samples_per_prompt=2)
     assert _run(job.pk) == "completed"
     job.refresh_from_db()
@@ -53,15 +62,21 @@ def test_a_job_fills_every_train_prompt_and_sample_exactly_once(project, prompt_
     c = Completion.objects.filter(job=job).first()
     assert c.text.startswith("Answer to: question") and c.finish_reason == "stop" and c.cost_usd > 0
     assert topk_format.decode(c.topk).k == 3 and c.mean_logprob is not None and c.latency_ms >= 0
-    assert job.completion_tokens == sum(Completion.objects.filter(job=job).values_list("completion_tokens", flat=True))
+    assert job.completion_tokens == sum(
+        Completion.objects.filter(job=job).values_list("completion_tokens", flat=True)
+    )
     assert job.cost_usd > 0 and filters_sent == [job.pk]
     assert _run(job.pk) == "ended"  # a second delivery changes nothing
     assert Completion.objects.filter(job=job).count() == 12
 
 
-def test_cancel_stops_within_seconds_keeps_the_work_and_resume_finishes_it(project, prompt_set, api_teacher, fast_retries, enqueued, filters_sent, fake_openai, monkeypatch) -> None:
+def test_cancel_stops_within_seconds_keeps_the_work_and_resume_finishes_it(
+    project, prompt_set, api_teacher, fast_retries, enqueued, filters_sent, fake_openai, monkeypatch
+) -> None:
     fake_openai.latency = 0.1
-    job = _start(project, prompt_set, api_teacher, samples_per_prompt=8)  # 48 items, ~1.2 s at concurrency 4
+    job = _start(
+        project, prompt_set, api_teacher, samples_per_prompt=8
+    )  # 48 items, ~1.2 s at concurrency 4
     real_heartbeat = services.generation_job_heartbeat
     asked = {}
 
@@ -89,31 +104,50 @@ def test_cancel_stops_within_seconds_keeps_the_work_and_resume_finishes_it(proje
     assert fake_openai.requests - requests_before == 48 - kept  # only what was missing
 
 
-def test_retry_failed_items_regenerates_only_those(project, prompt_set, api_teacher, fast_retries, enqueued, filters_sent, fake_openai) -> None:
+def test_retry_failed_items_regenerates_only_those(
+    project, prompt_set, api_teacher, fast_retries, enqueued, filters_sent, fake_openai
+) -> None:
     job = _start(project, prompt_set, api_teacher)
     fake_openai.push("400", "400")
     _run(job.pk)
     job.refresh_from_db()
-    assert job.status == JobStatus.SUCCEEDED and (job.done, job.failed) == (4, 2) and "2 items failed" in job.message
+    assert (
+        job.status == JobStatus.SUCCEEDED
+        and (job.done, job.failed) == (4, 2)
+        and "2 items failed" in job.message
+    )
     failed = Completion.objects.filter(job=job, status=CompletionStatus.FAILED)
     assert all("HTTP 400" in c.error and c.attempts == 1 for c in failed)
-    ok_before = dict(Completion.objects.filter(job=job, status=CompletionStatus.OK).values_list("id", "text"))
+    ok_before = dict(
+        Completion.objects.filter(job=job, status=CompletionStatus.OK).values_list("id", "text")
+    )
     requests_before = fake_openai.requests
     services.generation_job_retry_failed(job=job)
     _run(job.pk)
     job.refresh_from_db()
-    assert job.status == JobStatus.SUCCEEDED and (job.done, job.failed) == (6, 0) and not job.retry_failed
+    assert (
+        job.status == JobStatus.SUCCEEDED
+        and (job.done, job.failed) == (6, 0)
+        and not job.retry_failed
+    )
     assert fake_openai.requests - requests_before == 2
-    assert dict(Completion.objects.filter(job=job, id__in=ok_before).values_list("id", "text")) == ok_before
+    assert (
+        dict(Completion.objects.filter(job=job, id__in=ok_before).values_list("id", "text"))
+        == ok_before
+    )
     _assert_each_item_once(job, 6, 1)
 
 
-def test_a_wrong_key_fails_the_job_at_once_and_resume_after_fixing_it_completes(project, prompt_set, api_teacher, fast_retries, enqueued, filters_sent, fake_openai) -> None:
+def test_a_wrong_key_fails_the_job_at_once_and_resume_after_fixing_it_completes(
+    project, prompt_set, api_teacher, fast_retries, enqueued, filters_sent, fake_openai
+) -> None:
     services.teacher_update(teacher=api_teacher, api_key="sk-wrong-key")
     job = _start(project, prompt_set, api_teacher)
     _run(job.pk)
     job.refresh_from_db()
-    assert job.status == JobStatus.FAILED and "HTTP 401" in job.message and fake_openai.requests <= 4
+    assert (
+        job.status == JobStatus.FAILED and "HTTP 401" in job.message and fake_openai.requests <= 4
+    )
     services.teacher_update(teacher=api_teacher, api_key="sk-test-SECRET-abcd1234WXYZ")
     services.generation_job_resume(job=job)
     _run(job.pk)
@@ -122,17 +156,23 @@ def test_a_wrong_key_fails_the_job_at_once_and_resume_after_fixing_it_completes(
     assert job.status == JobStatus.SUCCEEDED and job.done + job.failed == 6 and job.done >= 2
 
 
-def test_an_unreachable_endpoint_fails_every_item_after_bounded_attempts(project, prompt_set, api_teacher, fast_retries, enqueued, filters_sent) -> None:
+def test_an_unreachable_endpoint_fails_every_item_after_bounded_attempts(
+    project, prompt_set, api_teacher, fast_retries, enqueued, filters_sent
+) -> None:
     services.teacher_update(teacher=api_teacher, base_url="http://127.0.0.1:9/v1")
     job = _start(project, prompt_set, api_teacher)
     _run(job.pk)
     job.refresh_from_db()
-    assert job.status == JobStatus.FAILED and job.failed == 6 and "All 6 items failed" in job.message
+    assert (
+        job.status == JobStatus.FAILED and job.failed == 6 and "All 6 items failed" in job.message
+    )
     c = Completion.objects.filter(job=job).first()
     assert c.attempts == 3 and "Connection error" in c.error and "after 3 attempts" in c.error
 
 
-def test_a_job_whose_worker_died_is_taken_over_and_completed(project, prompt_set, api_teacher, fast_retries, enqueued, filters_sent) -> None:
+def test_a_job_whose_worker_died_is_taken_over_and_completed(
+    project, prompt_set, api_teacher, fast_retries, enqueued, filters_sent
+) -> None:
     job = _start(project, prompt_set, api_teacher)
     dead = services.generation_job_claim(job_id=job.pk)
     assert _run(job.pk) == "busy"  # its heartbeat is fresh: hands off

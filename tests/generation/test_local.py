@@ -22,7 +22,13 @@ def tiny_model_dir(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def tiny(tiny_model_dir):
-    return gl.load(tiny_model_dir, device="cpu")
+    import torch
+
+    # torch's thread pool is many times slower than one thread on a busy 2-core CI box.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield gl.load(tiny_model_dir, device="cpu")
+    torch.set_num_threads(threads)
 
 
 PROMPTS = [
@@ -45,19 +51,29 @@ def test_batched_greedy_generation_with_left_padding_matches_one_prompt_at_a_tim
     assert len({r.prompt_tokens for r in batched}) > 1  # the rows really were padded
     for b, s in zip(batched, singles, strict=True):
         assert b.token_ids == s.token_ids
-        np.testing.assert_allclose(b.topk_logprobs.astype(np.float32), s.topk_logprobs.astype(np.float32), atol=2e-2)
+        np.testing.assert_allclose(
+            b.topk_logprobs.astype(np.float32), s.topk_logprobs.astype(np.float32), atol=2e-2
+        )
         assert b.prompt_tokens == s.prompt_tokens
 
 
 def test_top_k_log_probs_come_from_the_scores_as_token_ids(tiny) -> None:
-    result = gl.generate_batch(tiny, _requests()[:1], gl.LocalSettings(max_new_tokens=6, top_logprobs=5))[0]
+    result = gl.generate_batch(
+        tiny, _requests()[:1], gl.LocalSettings(max_new_tokens=6, top_logprobs=5)
+    )[0]
     blob, mean = result.topk_blob()
     record = topk_format.decode(blob)
-    assert record.strings is None and record.k == 5 and record.num_tokens == result.completion_tokens == 6
+    assert (
+        record.strings is None
+        and record.k == 5
+        and record.num_tokens == result.completion_tokens == 6
+    )
     assert record.token_ids.tolist() == result.token_ids
     # Greedy: the chosen token is the most likely one, and its log-prob is the top-1 value.
     assert (record.topk_ids[:, 0] == record.token_ids).all()
-    np.testing.assert_allclose(record.topk_logprobs[:, 0].astype(np.float32), result.chosen_logprobs, atol=1e-2)
+    np.testing.assert_allclose(
+        record.topk_logprobs[:, 0].astype(np.float32), result.chosen_logprobs, atol=1e-2
+    )
     assert (np.diff(record.topk_logprobs.astype(np.float32), axis=1) <= 0).all()
     assert mean == pytest.approx(float(np.mean(result.chosen_logprobs)))
     assert result.finish_reason == "length"
@@ -75,8 +91,14 @@ def test_sampling_follows_the_seed(tiny) -> None:
 def test_generate_all_batches_and_stops_when_asked(tiny) -> None:
     seen: list[int] = []
     asks = iter([False, True])
-    gl.generate_all(tiny, _requests(), gl.LocalSettings(max_new_tokens=2), batch_size=2,
-                    on_batch=lambda batch: seen.append(len(batch)), should_stop=lambda: next(asks))
+    gl.generate_all(
+        tiny,
+        _requests(),
+        gl.LocalSettings(max_new_tokens=2),
+        batch_size=2,
+        on_batch=lambda batch: seen.append(len(batch)),
+        should_stop=lambda: next(asks),
+    )
     assert seen == [2]
 
 
@@ -94,14 +116,24 @@ def test_the_fingerprint_covers_config_and_tokenizer(tiny_model_dir, tmp_path) -
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_local_teacher_job_runs_through_the_gpu_task(project, prompt_set, tiny_model_dir, enqueued, settings) -> None:
+def test_a_local_teacher_job_runs_through_the_gpu_task(
+    project, prompt_set, tiny, tiny_model_dir, enqueued, settings
+) -> None:
     from workers.tasks.gpu import run_local_generation_job
 
     teacher = services.teacher_create(
-        project=project, name="Tiny", kind="hf_local", model_path=tiny_model_dir, device="cpu", dtype="float32",
-        batch_size=4, decoding={"max_tokens": 5, "top_logprobs": 3},
+        project=project,
+        name="Tiny",
+        kind="hf_local",
+        model_path=tiny_model_dir,
+        device="cpu",
+        dtype="float32",
+        batch_size=4,
+        decoding={"max_tokens": 5, "top_logprobs": 3},
     )
-    job = services.generation_job_start(project=project, prompt_set=prompt_set, teacher=teacher, samples_per_prompt=2)
+    job = services.generation_job_start(
+        project=project, prompt_set=prompt_set, teacher=teacher, samples_per_prompt=2
+    )
     assert job.teacher_snapshot["fingerprint"] == gl.model_fingerprint(tiny_model_dir)
     assert run_local_generation_job.apply(args=(job.pk,)).get() == "completed"
     job.refresh_from_db()
@@ -114,14 +146,18 @@ def test_a_local_teacher_job_runs_through_the_gpu_task(project, prompt_set, tiny
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_local_job_refuses_to_resume_on_changed_weights(project, prompt_set, tiny_model_dir, enqueued, tmp_path) -> None:
+def test_a_local_job_refuses_to_resume_on_changed_weights(
+    project, prompt_set, tiny, tiny_model_dir, enqueued, tmp_path
+) -> None:
     import shutil
 
     from workers.tasks.gpu import run_local_generation_job
 
     folder = tmp_path / "model"
     shutil.copytree(tiny_model_dir, folder)
-    teacher = services.teacher_create(project=project, name="Tiny", kind="hf_local", model_path=str(folder), device="cpu")
+    teacher = services.teacher_create(
+        project=project, name="Tiny", kind="hf_local", model_path=str(folder), device="cpu"
+    )
     job = services.generation_job_start(project=project, prompt_set=prompt_set, teacher=teacher)
     (folder / "tokenizer_config.json").write_text("{}")
     run_local_generation_job.apply(args=(job.pk,))
@@ -131,8 +167,12 @@ def test_a_local_job_refuses_to_resume_on_changed_weights(project, prompt_set, t
 
 
 @pytest.mark.django_db
-def test_testing_a_local_teacher_generates_a_few_tokens_without_torch_in_the_web_process(project, tiny_model_dir) -> None:
-    teacher = services.teacher_create(project=project, name="Tiny", kind="hf_local", model_path=tiny_model_dir)
+def test_testing_a_local_teacher_generates_a_few_tokens_without_torch_in_the_web_process(
+    project, tiny_model_dir
+) -> None:
+    teacher = services.teacher_create(
+        project=project, name="Tiny", kind="hf_local", model_path=tiny_model_dir
+    )
     result = teacher_test(teacher=teacher, prompt="hello")
     assert result.ok, result.error
     assert result.details["completion_tokens"] == 8 and result.details["fingerprint"]
@@ -140,6 +180,8 @@ def test_testing_a_local_teacher_generates_a_few_tokens_without_torch_in_the_web
 
 @pytest.mark.django_db
 def test_testing_a_local_teacher_reports_a_missing_folder(project, tmp_path) -> None:
-    teacher = services.teacher_create(project=project, name="Tiny", kind="hf_local", model_path=str(tmp_path / "nope"))
+    teacher = services.teacher_create(
+        project=project, name="Tiny", kind="hf_local", model_path=str(tmp_path / "nope")
+    )
     result = teacher_test(teacher=teacher)
     assert not result.ok and "does not exist" in result.error

@@ -13,9 +13,15 @@ from workers.teachers.retry import backoff_delay, classify, parse_retry_after, r
 
 def _status_error(status: int, headers: dict[str, str] | None = None) -> openai.APIStatusError:
     request = httpx2.Request("POST", "http://127.0.0.1/v1/chat/completions")
-    response = httpx2.Response(status, headers=headers or {}, request=request, json={"error": {"message": "nope"}})
-    cls = {400: openai.BadRequestError, 401: openai.AuthenticationError, 404: openai.NotFoundError,
-           429: openai.RateLimitError}.get(status, openai.InternalServerError if status >= 500 else openai.APIStatusError)
+    response = httpx2.Response(
+        status, headers=headers or {}, request=request, json={"error": {"message": "nope"}}
+    )
+    cls = {
+        400: openai.BadRequestError,
+        401: openai.AuthenticationError,
+        404: openai.NotFoundError,
+        429: openai.RateLimitError,
+    }.get(status, openai.InternalServerError if status >= 500 else openai.APIStatusError)
     return cls("nope", response=response, body={"error": {"message": "nope"}})
 
 
@@ -50,9 +56,17 @@ def test_a_server_asked_delay_is_waited_at_least() -> None:
     assert all(retry_delay(info, 1, base=0.5, cap=30) >= 2.0 for _ in range(50))
 
 
-@pytest.mark.parametrize(("status", "retryable", "fatal"), [
-    (400, False, False), (401, False, True), (404, False, True), (429, True, False), (500, True, False), (503, True, False),
-])
+@pytest.mark.parametrize(
+    ("status", "retryable", "fatal"),
+    [
+        (400, False, False),
+        (401, False, True),
+        (404, False, True),
+        (429, True, False),
+        (500, True, False),
+        (503, True, False),
+    ],
+)
 def test_status_codes_are_classified(status: int, retryable: bool, fatal: bool) -> None:
     info = classify(_status_error(status))
     assert (info.retryable, info.fatal_for_job, info.status) == (retryable, fatal, status)

@@ -10,18 +10,36 @@ import pytest
 
 from tests.generation.conftest import API_KEY
 from workers.engine import topk_format
-from workers.teachers.openai_runner import Decoding, ItemResult, RunnerConfig, RunOutcome, WorkItem, run_openai
+from workers.teachers.openai_runner import (
+    Decoding,
+    ItemResult,
+    RunnerConfig,
+    RunOutcome,
+    WorkItem,
+    run_openai,
+)
 
 
 def _items(n: int, samples: int = 1) -> list[WorkItem]:
-    return [WorkItem(i, s, [{"role": "user", "content": f"q{i}"}]) for i in range(n) for s in range(samples)]
+    return [
+        WorkItem(i, s, [{"role": "user", "content": f"q{i}"}])
+        for i in range(n)
+        for s in range(samples)
+    ]
 
 
 def _config(server, **kwargs) -> RunnerConfig:
     base = {
-        "base_url": server.base_url, "model": "teacher-model", "api_key": API_KEY, "concurrency": 4,
-        "timeout": 2.0, "max_attempts": 3, "backoff_base": 0.01, "backoff_cap": 0.05,
-        "flush_interval": 0.2, "poll_interval": 0.2,
+        "base_url": server.base_url,
+        "model": "teacher-model",
+        "api_key": API_KEY,
+        "concurrency": 4,
+        "timeout": 2.0,
+        "max_attempts": 3,
+        "backoff_base": 0.01,
+        "backoff_cap": 0.05,
+        "flush_interval": 0.2,
+        "poll_interval": 0.2,
     }
     base.update(kwargs)
     return RunnerConfig(**base)
@@ -41,16 +59,24 @@ def _run(items, config, control=None) -> tuple[object, list[ItemResult], list[in
 
 def test_every_item_gets_a_result_with_usage_cost_and_topk(fake_openai) -> None:
     config = _config(
-        fake_openai, price_input_per_m=Decimal("2"), price_output_per_m=Decimal("10"),
-        decoding=Decoding(system_prompt="Be brief.", temperature=0.0, max_tokens=50, top_logprobs=5, seed=7),
+        fake_openai,
+        price_input_per_m=Decimal("2"),
+        price_output_per_m=Decimal("10"),
+        decoding=Decoding(
+            system_prompt="Be brief.", temperature=0.0, max_tokens=50, top_logprobs=5, seed=7
+        ),
     )
     summary, results, _ = _run(_items(10, samples=2), config)
     assert summary.outcome == RunOutcome.COMPLETED and summary.ok == 20
-    assert sorted((r.prompt_id, r.sample_index) for r in results) == [(i, s) for i in range(10) for s in range(2)]
+    assert sorted((r.prompt_id, r.sample_index) for r in results) == [
+        (i, s) for i in range(10) for s in range(2)
+    ]
     r = next(r for r in results if (r.prompt_id, r.sample_index) == (3, 1))
     assert r.text == "Answer to: q3 seed 8"  # seed + sample index
     assert r.finish_reason == "stop" and r.completion_tokens == 5 and r.prompt_tokens > 0
-    assert r.cost_usd == (Decimal(r.prompt_tokens) * 2 + Decimal(r.completion_tokens) * 10) / Decimal(1_000_000)
+    assert r.cost_usd == (
+        Decimal(r.prompt_tokens) * 2 + Decimal(r.completion_tokens) * 10
+    ) / Decimal(1_000_000)
     record = topk_format.decode(r.topk)
     assert record.token_strings() == ["Answer", " to:", " q3", " seed", " 8"]
     assert record.k == 5 and record.topk_logprobs.dtype.name == "float16"
@@ -83,7 +109,9 @@ def test_429_with_an_http_date_is_honoured(fake_openai) -> None:
     assert summary.ok == 1 and time.monotonic() - started >= 0.9  # HTTP dates have 1 s resolution
 
 
-def test_server_errors_resets_and_malformed_json_are_retried_and_the_client_does_not_retry_on_its_own(fake_openai) -> None:
+def test_server_errors_resets_and_malformed_json_are_retried_and_the_client_does_not_retry_on_its_own(
+    fake_openai,
+) -> None:
     fake_openai.push("500", "reset", "malformed")
     summary, results, _ = _run(_items(1), _config(fake_openai, concurrency=1, max_attempts=4))
     assert summary.ok == 1 and results[0].attempts == 4
@@ -93,9 +121,15 @@ def test_server_errors_resets_and_malformed_json_are_retried_and_the_client_does
 def test_a_timeout_is_retried_and_after_the_last_attempt_recorded_as_failed(fake_openai) -> None:
     fake_openai.slow_seconds = 1.5
     fake_openai.push("slow", "slow")
-    summary, results, _ = _run(_items(1), _config(fake_openai, concurrency=1, timeout=0.5, max_attempts=2))
+    summary, results, _ = _run(
+        _items(1), _config(fake_openai, concurrency=1, timeout=0.5, max_attempts=2)
+    )
     assert summary.failed == 1 and summary.outcome == RunOutcome.COMPLETED
-    assert not results[0].ok and "Timed out" in results[0].error and "after 2 attempts" in results[0].error
+    assert (
+        not results[0].ok
+        and "Timed out" in results[0].error
+        and "after 2 attempts" in results[0].error
+    )
 
 
 def test_400_is_recorded_without_retry_and_the_run_goes_on(fake_openai) -> None:
@@ -103,7 +137,11 @@ def test_400_is_recorded_without_retry_and_the_run_goes_on(fake_openai) -> None:
     summary, results, _ = _run(_items(3), _config(fake_openai, concurrency=1))
     failed = [r for r in results if not r.ok]
     assert summary.outcome == RunOutcome.COMPLETED and len(failed) == 1 and summary.ok == 2
-    assert failed[0].attempts == 1 and "HTTP 400" in failed[0].error and "maximum context length" in failed[0].error
+    assert (
+        failed[0].attempts == 1
+        and "HTTP 400" in failed[0].error
+        and "maximum context length" in failed[0].error
+    )
     assert fake_openai.requests == 3
 
 
@@ -115,7 +153,9 @@ def test_a_wrong_key_stops_the_run_at_once_without_retries(fake_openai) -> None:
 
 
 def test_an_unknown_model_stops_the_run(fake_openai) -> None:
-    summary, _results, _ = _run(_items(5), _config(fake_openai, model="no-such-model", concurrency=1))
+    summary, _results, _ = _run(
+        _items(5), _config(fake_openai, model="no-such-model", concurrency=1)
+    )
     assert summary.outcome == RunOutcome.ABORTED and "does not exist" in summary.fatal_error
 
 
@@ -129,12 +169,16 @@ def test_concurrency_is_bounded(fake_openai) -> None:
 def test_requests_per_minute_are_spread_out(fake_openai) -> None:
     # 120/min = 2/s with a 2-second burst: 8 requests need about 2 s.
     started = time.monotonic()
-    summary, _results, _ = _run(_items(8), _config(fake_openai, concurrency=8, requests_per_minute=120))
+    summary, _results, _ = _run(
+        _items(8), _config(fake_openai, concurrency=8, requests_per_minute=120)
+    )
     assert summary.ok == 8 and time.monotonic() - started >= 1.6
 
 
 def test_results_are_handed_over_in_batches(fake_openai) -> None:
-    _summary, results, batches = _run(_items(30), _config(fake_openai, flush_every=10, flush_interval=5))
+    _summary, results, batches = _run(
+        _items(30), _config(fake_openai, flush_every=10, flush_interval=5)
+    )
     assert sum(batches) == 30 == len(results) and len(batches) >= 3 and max(batches) <= 14
 
 
@@ -150,4 +194,6 @@ def test_stop_from_control_ends_the_run_within_seconds_and_keeps_what_is_done(fa
     summary, results, _ = _run(_items(500), _config(fake_openai, concurrency=4), control=control)
     assert summary.outcome == RunOutcome.STOPPED
     assert time.monotonic() - started < 3
-    assert 0 < len(results) < 500 and all(r.ok for r in results)  # in-flight items are left missing, not failed
+    assert 0 < len(results) < 500 and all(
+        r.ok for r in results
+    )  # in-flight items are left missing, not failed

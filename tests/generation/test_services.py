@@ -18,16 +18,29 @@ from workers.teachers.openai_runner import ItemResult
 
 
 def _ok(prompt_id: int, sample: int = 0, tokens: int = 5) -> ItemResult:
-    return ItemResult(prompt_id, sample, True, text=f"answer {prompt_id}", finish_reason="stop",
-                      prompt_tokens=3, completion_tokens=tokens, cost_usd=Decimal("0.001"), attempts=1)
+    return ItemResult(
+        prompt_id,
+        sample,
+        True,
+        text=f"answer {prompt_id}",
+        finish_reason="stop",
+        prompt_tokens=3,
+        completion_tokens=tokens,
+        cost_usd=Decimal("0.001"),
+        attempts=1,
+    )
 
 
 def _failed(prompt_id: int, sample: int = 0) -> ItemResult:
-    return ItemResult(prompt_id, sample, False, error="HTTP 500: boom (after 3 attempts)", attempts=3)
+    return ItemResult(
+        prompt_id, sample, False, error="HTTP 500: boom (after 3 attempts)", attempts=3
+    )
 
 
 def _start(project, prompt_set, teacher, **kwargs) -> GenerationJob:
-    return services.generation_job_start(project=project, prompt_set=prompt_set, teacher=teacher, **kwargs)
+    return services.generation_job_start(
+        project=project, prompt_set=prompt_set, teacher=teacher, **kwargs
+    )
 
 
 def test_api_key_is_encrypted_at_rest_and_only_its_last_4_are_kept_in_clear(api_teacher) -> None:
@@ -38,15 +51,26 @@ def test_api_key_is_encrypted_at_rest_and_only_its_last_4_are_kept_in_clear(api_
 
 def test_teacher_validation_names_each_bad_field(project) -> None:
     with pytest.raises(ValidationError) as exc:
-        services.teacher_create(project=project, name="", kind="openai", base_url="ftp://x", model="",
-                                decoding={"temperature": 5, "top_logprobs": 21}, price_input_per_m="abc")
+        services.teacher_create(
+            project=project,
+            name="",
+            kind="openai",
+            base_url="ftp://x",
+            model="",
+            decoding={"temperature": 5, "top_logprobs": 21},
+            price_input_per_m="abc",
+        )
     errors = exc.value.message_dict
-    assert {"name", "base_url", "model", "temperature", "top_logprobs", "price_input_per_m"} <= set(errors)
+    assert {"name", "base_url", "model", "temperature", "top_logprobs", "price_input_per_m"} <= set(
+        errors
+    )
 
 
 def test_teacher_names_are_unique_in_a_project(api_teacher, project) -> None:
     with pytest.raises(ValidationError) as exc:
-        services.teacher_create(project=project, name="Fake GPT", kind="openai", base_url="http://x/v1", model="m")
+        services.teacher_create(
+            project=project, name="Fake GPT", kind="openai", base_url="http://x/v1", model="m"
+        )
     assert "name" in exc.value.message_dict
 
 
@@ -54,23 +78,32 @@ def test_update_keeps_the_key_unless_a_new_one_or_blank_is_given(api_teacher) ->
     services.teacher_update(teacher=api_teacher, model="other")
     assert services.teacher_api_key(api_teacher) == API_KEY
     services.teacher_update(teacher=api_teacher, api_key="sk-new-9876")
-    assert services.teacher_api_key(api_teacher) == "sk-new-9876" and api_teacher.api_key_last4 == "9876"
+    assert (
+        services.teacher_api_key(api_teacher) == "sk-new-9876"
+        and api_teacher.api_key_last4 == "9876"
+    )
     services.teacher_update(teacher=api_teacher, api_key="")
     assert api_teacher.api_key_encrypted == "" and api_teacher.api_key_last4 == ""
 
 
-def test_a_job_runs_with_a_frozen_snapshot_that_later_edits_do_not_touch(project, prompt_set, api_teacher, enqueued) -> None:
+def test_a_job_runs_with_a_frozen_snapshot_that_later_edits_do_not_touch(
+    project, prompt_set, api_teacher, enqueued
+) -> None:
     job = _start(project, prompt_set, api_teacher, overrides={"temperature": 0.9})
     services.teacher_update(teacher=api_teacher, model="renamed", decoding={"temperature": 0.1})
     job.refresh_from_db()
     snap = job.teacher_snapshot
     assert snap["model"] == "teacher-model" and snap["base_url"] == api_teacher.base_url
-    assert snap["decoding"]["temperature"] == 0.9 and snap["decoding"]["system_prompt"] == "Be brief."
+    assert (
+        snap["decoding"]["temperature"] == 0.9 and snap["decoding"]["system_prompt"] == "Be brief."
+    )
     assert snap["api_key_last4"] == "WXYZ" and API_KEY not in str(snap)
     assert enqueued == [job.pk]
 
 
-def test_a_job_counts_only_train_prompts_times_samples(project, prompt_set, api_teacher, enqueued) -> None:
+def test_a_job_counts_only_train_prompts_times_samples(
+    project, prompt_set, api_teacher, enqueued
+) -> None:
     job = _start(project, prompt_set, api_teacher, samples_per_prompt=3)
     assert job.total == 6 * 3 and job.status == JobStatus.QUEUED
     items, _last = selectors.generation_job_pending_items(job=job)
@@ -97,22 +130,30 @@ def test_bad_overrides_are_refused(project, prompt_set, api_teacher, enqueued) -
     assert "overrides.max_tokens" in exc.value.message_dict
 
 
-def test_claiming_is_exclusive_until_the_heartbeat_goes_stale(project, prompt_set, api_teacher, enqueued) -> None:
+def test_claiming_is_exclusive_until_the_heartbeat_goes_stale(
+    project, prompt_set, api_teacher, enqueued
+) -> None:
     job = _start(project, prompt_set, api_teacher)
     first = services.generation_job_claim(job_id=job.pk)
     assert first.state == services.ClaimState.CLAIMED
     assert services.generation_job_claim(job_id=job.pk).state == services.ClaimState.BUSY
-    GenerationJob.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now() - timedelta(seconds=600))
+    GenerationJob.objects.filter(pk=job.pk).update(
+        heartbeat_at=timezone.now() - timedelta(seconds=600)
+    )
     second = services.generation_job_claim(job_id=job.pk)
     assert second.state == services.ClaimState.CLAIMED and second.token != first.token
     # The first run lost its claim: it can neither write nor finish.
     with pytest.raises(services.ClaimLost):
-        services.generation_job_write_results(job_id=job.pk, token=first.token, results=[_ok(prompt_set.prompts.first().pk)])
+        services.generation_job_write_results(
+            job_id=job.pk, token=first.token, results=[_ok(prompt_set.prompts.first().pk)]
+        )
     assert services.generation_job_heartbeat(job_id=job.pk, token=first.token) is None
     assert not Completion.objects.filter(job=job).exists()
 
 
-def test_writing_the_same_results_twice_neither_duplicates_nor_double_counts(project, prompt_set, api_teacher, enqueued) -> None:
+def test_writing_the_same_results_twice_neither_duplicates_nor_double_counts(
+    project, prompt_set, api_teacher, enqueued
+) -> None:
     job = _start(project, prompt_set, api_teacher, samples_per_prompt=2)
     claim = services.generation_job_claim(job_id=job.pk)
     ids = list(prompt_set.prompts.filter(split="train").values_list("pk", flat=True))
@@ -125,7 +166,9 @@ def test_writing_the_same_results_twice_neither_duplicates_nor_double_counts(pro
     assert job.cost_usd == Decimal("0.002")
 
 
-def test_a_failed_result_never_replaces_a_completion_that_succeeded(project, prompt_set, api_teacher, enqueued) -> None:
+def test_a_failed_result_never_replaces_a_completion_that_succeeded(
+    project, prompt_set, api_teacher, enqueued
+) -> None:
     job = _start(project, prompt_set, api_teacher)
     claim = services.generation_job_claim(job_id=job.pk)
     pid = prompt_set.prompts.filter(split="train").first().pk
@@ -135,7 +178,9 @@ def test_a_failed_result_never_replaces_a_completion_that_succeeded(project, pro
     assert c.status == CompletionStatus.OK and c.text == f"answer {pid}"
 
 
-def test_cancel_of_a_queued_job_is_immediate_and_of_a_running_one_asks_the_worker(project, prompt_set, api_teacher, enqueued) -> None:
+def test_cancel_of_a_queued_job_is_immediate_and_of_a_running_one_asks_the_worker(
+    project, prompt_set, api_teacher, enqueued
+) -> None:
     queued = _start(project, prompt_set, api_teacher)
     assert services.generation_job_cancel(job=queued).status == JobStatus.CANCELLED
     running = _start(project, prompt_set, api_teacher)
@@ -145,18 +190,24 @@ def test_cancel_of_a_queued_job_is_immediate_and_of_a_running_one_asks_the_worke
         services.generation_job_cancel(job=queued)
 
 
-def test_cancel_of_a_job_whose_worker_died_is_immediate(project, prompt_set, api_teacher, enqueued) -> None:
+def test_cancel_of_a_job_whose_worker_died_is_immediate(
+    project, prompt_set, api_teacher, enqueued
+) -> None:
     job = _start(project, prompt_set, api_teacher)
     services.generation_job_claim(job_id=job.pk)
     GenerationJob.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now() - timedelta(hours=1))
     assert services.generation_job_cancel(job=job).status == JobStatus.CANCELLED
 
 
-def test_resume_only_from_cancelled_or_failed_and_only_missing_items_are_pending(project, prompt_set, api_teacher, enqueued) -> None:
+def test_resume_only_from_cancelled_or_failed_and_only_missing_items_are_pending(
+    project, prompt_set, api_teacher, enqueued
+) -> None:
     job = _start(project, prompt_set, api_teacher)
     claim = services.generation_job_claim(job_id=job.pk)
     ids = list(prompt_set.prompts.filter(split="train").order_by("pk").values_list("pk", flat=True))
-    services.generation_job_write_results(job_id=job.pk, token=claim.token, results=[_ok(ids[0]), _failed(ids[1])])
+    services.generation_job_write_results(
+        job_id=job.pk, token=claim.token, results=[_ok(ids[0]), _failed(ids[1])]
+    )
     with pytest.raises(ValidationError):
         services.generation_job_resume(job=job)
     services.generation_job_cancel(job=job)
@@ -168,11 +219,15 @@ def test_resume_only_from_cancelled_or_failed_and_only_missing_items_are_pending
     assert [i.prompt_id for i in items] == ids[2:]  # neither the done nor the failed one
 
 
-def test_retry_failed_makes_failed_items_pending_again(project, prompt_set, api_teacher, enqueued) -> None:
+def test_retry_failed_makes_failed_items_pending_again(
+    project, prompt_set, api_teacher, enqueued
+) -> None:
     job = _start(project, prompt_set, api_teacher)
     claim = services.generation_job_claim(job_id=job.pk)
     ids = list(prompt_set.prompts.filter(split="train").order_by("pk").values_list("pk", flat=True))
-    services.generation_job_write_results(job_id=job.pk, token=claim.token, results=[_ok(i) for i in ids[:-1]] + [_failed(ids[-1])])
+    services.generation_job_write_results(
+        job_id=job.pk, token=claim.token, results=[_ok(i) for i in ids[:-1]] + [_failed(ids[-1])]
+    )
     job = services.generation_job_finish(job_id=job.pk, token=claim.token, outcome="completed")
     assert job.status == JobStatus.SUCCEEDED and "1 item failed" in job.message
     job = services.generation_job_retry_failed(job=job)
@@ -181,7 +236,9 @@ def test_retry_failed_makes_failed_items_pending_again(project, prompt_set, api_
     assert [(i.prompt_id, i.sample_index) for i in items] == [(ids[-1], 0)]
 
 
-def test_retry_failed_is_refused_without_failures(project, prompt_set, api_teacher, enqueued) -> None:
+def test_retry_failed_is_refused_without_failures(
+    project, prompt_set, api_teacher, enqueued
+) -> None:
     job = _start(project, prompt_set, api_teacher)
     GenerationJob.objects.filter(pk=job.pk).update(status=JobStatus.SUCCEEDED)
     job.refresh_from_db()
@@ -189,7 +246,9 @@ def test_retry_failed_is_refused_without_failures(project, prompt_set, api_teach
         services.generation_job_retry_failed(job=job)
 
 
-def test_finishing_successfully_enqueues_the_filters(project, prompt_set, api_teacher, enqueued, monkeypatch, django_capture_on_commit_callbacks) -> None:
+def test_finishing_successfully_enqueues_the_filters(
+    project, prompt_set, api_teacher, enqueued, monkeypatch, django_capture_on_commit_callbacks
+) -> None:
     sent: list[int] = []
     fake = types.ModuleType("workers.tasks.filters")
     fake.run_job_filters = types.SimpleNamespace(delay_on_commit=sent.append)  # type: ignore[attr-defined]
@@ -203,7 +262,9 @@ def test_finishing_successfully_enqueues_the_filters(project, prompt_set, api_te
     assert sent == [job.pk]
 
 
-def test_a_job_where_every_item_failed_is_failed_and_not_filtered(project, prompt_set, api_teacher, enqueued, monkeypatch, django_capture_on_commit_callbacks) -> None:
+def test_a_job_where_every_item_failed_is_failed_and_not_filtered(
+    project, prompt_set, api_teacher, enqueued, monkeypatch, django_capture_on_commit_callbacks
+) -> None:
     sent: list[int] = []
     fake = types.ModuleType("workers.tasks.filters")
     fake.run_job_filters = types.SimpleNamespace(delay_on_commit=sent.append)  # type: ignore[attr-defined]
@@ -211,23 +272,31 @@ def test_a_job_where_every_item_failed_is_failed_and_not_filtered(project, promp
     job = _start(project, prompt_set, api_teacher)
     claim = services.generation_job_claim(job_id=job.pk)
     ids = prompt_set.prompts.filter(split="train").values_list("pk", flat=True)
-    services.generation_job_write_results(job_id=job.pk, token=claim.token, results=[_failed(i) for i in ids])
+    services.generation_job_write_results(
+        job_id=job.pk, token=claim.token, results=[_failed(i) for i in ids]
+    )
     with django_capture_on_commit_callbacks(execute=True):
         job = services.generation_job_finish(job_id=job.pk, token=claim.token, outcome="completed")
     assert job.status == JobStatus.FAILED and sent == []
 
 
-def test_recover_re_enqueues_only_jobs_with_a_stale_heartbeat(project, prompt_set, api_teacher, enqueued) -> None:
+def test_recover_re_enqueues_only_jobs_with_a_stale_heartbeat(
+    project, prompt_set, api_teacher, enqueued
+) -> None:
     live = _start(project, prompt_set, api_teacher)
     dead = _start(project, prompt_set, api_teacher)
     services.generation_job_claim(job_id=live.pk)
     services.generation_job_claim(job_id=dead.pk)
-    GenerationJob.objects.filter(pk=dead.pk).update(heartbeat_at=timezone.now() - timedelta(hours=1))
+    GenerationJob.objects.filter(pk=dead.pk).update(
+        heartbeat_at=timezone.now() - timedelta(hours=1)
+    )
     enqueued.clear()
     assert services.generation_jobs_recover() == [dead.pk] and enqueued == [dead.pk]
 
 
-def test_deleting_a_teacher_with_a_running_job_is_refused(project, prompt_set, api_teacher, enqueued) -> None:
+def test_deleting_a_teacher_with_a_running_job_is_refused(
+    project, prompt_set, api_teacher, enqueued
+) -> None:
     job = _start(project, prompt_set, api_teacher)
     with pytest.raises(ValidationError):
         services.teacher_delete(teacher=api_teacher)
@@ -240,9 +309,17 @@ def test_deleting_a_teacher_with_a_running_job_is_refused(project, prompt_set, a
 def test_progress_reports_throughput_and_eta(project, prompt_set, api_teacher, enqueued) -> None:
     job = _start(project, prompt_set, api_teacher)
     GenerationJob.objects.filter(pk=job.pk).update(
-        status=JobStatus.RUNNING, done=2, failed=1, run_start_count=0, run_started_at=timezone.now() - timedelta(seconds=3)
+        status=JobStatus.RUNNING,
+        done=2,
+        failed=1,
+        run_start_count=0,
+        run_started_at=timezone.now() - timedelta(seconds=3),
     )
     job.refresh_from_db()
     p = selectors.job_progress(job=job)
-    assert p.remaining == 3 and p.throughput == pytest.approx(1.0, rel=0.1) and p.eta_seconds == pytest.approx(3, rel=0.1)
+    assert (
+        p.remaining == 3
+        and p.throughput == pytest.approx(1.0, rel=0.1)
+        and p.eta_seconds == pytest.approx(3, rel=0.1)
+    )
     assert p.percent_done == pytest.approx(33.33, abs=0.01)

@@ -11,15 +11,26 @@ pytestmark = pytest.mark.django_db
 
 
 def post_file(client, project, name="p.jsonl", content=None, **fields):
-    content = content if content is not None else jsonl({"prompt": "a"}, {"prompt": "b"}, {"prompt": "a"})
-    return client.post(f"/api/v1/projects/{project.pk}/prompt-sets", {"file": upload(name, content), "name": "API set", **fields})
+    content = (
+        content if content is not None else jsonl({"prompt": "a"}, {"prompt": "b"}, {"prompt": "a"})
+    )
+    return client.post(
+        f"/api/v1/projects/{project.pk}/prompt-sets",
+        {"file": upload(name, content), "name": "API set", **fields},
+    )
 
 
 def test_upload_returns_201_with_counts(alice, project, api_client):
     response = post_file(api_client(alice), project, seed="5", heldout_fraction="0")
     assert response.status_code == 201
     body = response.json()
-    assert body == {"id": body["id"], "name": "API set", "imported": 2, "duplicates_dropped": 1, "heldout": 0}
+    assert body == {
+        "id": body["id"],
+        "name": "API set",
+        "imported": 2,
+        "duplicates_dropped": 1,
+        "heldout": 0,
+    }
     assert PromptSet.objects.get(pk=body["id"]).seed == 5
 
 
@@ -36,7 +47,11 @@ def test_bad_files_get_json_errors_with_lines(alice, project, api_client, name, 
     response = post_file(api_client(alice), project, name=name, content=content)
     assert response.status_code == status
     body = response.json()
-    assert body["detail"] and isinstance(body["errors"], list) and {"line", "message"} <= set(body["errors"][0])
+    assert (
+        body["detail"]
+        and isinstance(body["errors"], list)
+        and {"line", "message"} <= set(body["errors"][0])
+    )
     assert Prompt.objects.count() == 0
 
 
@@ -46,7 +61,14 @@ def test_too_large_is_413(alice, project, api_client, settings):
 
 
 @pytest.mark.parametrize(
-    "fields", [{"heldout_fraction": "-0.1"}, {"heldout_fraction": "1.01"}, {"heldout_fraction": "lots"}, {"seed": "x"}, {"seed": "-3"}]
+    "fields",
+    [
+        {"heldout_fraction": "-0.1"},
+        {"heldout_fraction": "1.01"},
+        {"heldout_fraction": "lots"},
+        {"seed": "x"},
+        {"seed": "-3"},
+    ],
 )
 def test_odd_parameters_are_422_never_500(alice, project, api_client, fields):
     response = post_file(api_client(alice), project, **fields)
@@ -60,19 +82,34 @@ def test_missing_file_is_422(alice, project, api_client):
 
 def test_list_get_browse_and_delete(alice, project, api_client):
     client = api_client(alice)
-    content = jsonl(*[{"prompt": f"question {i}", "kind": "even" if i % 2 == 0 else "odd"} for i in range(7)])
+    content = jsonl(
+        *[{"prompt": f"question {i}", "kind": "even" if i % 2 == 0 else "odd"} for i in range(7)]
+    )
     set_id = post_file(client, project, content=content, heldout_fraction="0").json()["id"]
     listed = client.get(f"/api/v1/projects/{project.pk}/prompt-sets").json()
     assert [s["id"] for s in listed] == [set_id] and listed[0]["total_count"] == 7
     assert client.get(f"/api/v1/prompt-sets/{set_id}").json()["source_format"] == "jsonl"
     first = client.get(f"/api/v1/prompt-sets/{set_id}/prompts?limit=4").json()
     assert len(first["items"]) == 4 and first["next_cursor"]
-    second = client.get(f"/api/v1/prompt-sets/{set_id}/prompts", {"limit": 4, "cursor": first["next_cursor"]}).json()
+    second = client.get(
+        f"/api/v1/prompt-sets/{set_id}/prompts", {"limit": 4, "cursor": first["next_cursor"]}
+    ).json()
     assert len(second["items"]) == 3 and second["next_cursor"] is None
     assert {p["id"] for p in first["items"]}.isdisjoint(p["id"] for p in second["items"])
     item = first["items"][0]
-    assert set(item) == {"id", "position", "external_id", "messages", "text", "reference", "metadata", "split"}
-    evens = client.get(f"/api/v1/prompt-sets/{set_id}/prompts", {"meta_key": "kind", "meta_value": "even"}).json()
+    assert set(item) == {
+        "id",
+        "position",
+        "external_id",
+        "messages",
+        "text",
+        "reference",
+        "metadata",
+        "split",
+    }
+    evens = client.get(
+        f"/api/v1/prompt-sets/{set_id}/prompts", {"meta_key": "kind", "meta_value": "even"}
+    ).json()
     assert len(evens["items"]) == 4
     assert client.delete(f"/api/v1/prompt-sets/{set_id}").status_code == 204
     assert client.get(f"/api/v1/prompt-sets/{set_id}").status_code == 404
@@ -101,7 +138,9 @@ def test_odd_browse_inputs_never_answer_500(alice, project, api_client, query, s
     assert ("items" in response.json()) if status == 200 else response.json()["detail"]
 
 
-def test_viewer_cannot_upload_or_delete_and_outsider_gets_404(alice, vera, charlie, project, api_client):
+def test_viewer_cannot_upload_or_delete_and_outsider_gets_404(
+    alice, vera, charlie, project, api_client
+):
     set_id = post_file(api_client(alice), project).json()["id"]
     viewer = api_client(vera)
     assert viewer.get(f"/api/v1/prompt-sets/{set_id}/prompts").status_code == 200

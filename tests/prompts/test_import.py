@@ -30,7 +30,12 @@ def refused(project, name, content, **kwargs) -> PromptImportError:
 def test_jsonl_with_prompts_chats_references_and_metadata_is_imported(project, alice):
     content = jsonl(
         {"prompt": "What is 2 + 2?", "id": 7, "reference": "4", "topic": "math", "level": 1},
-        {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a colour."}]},
+        {
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "Name a colour."},
+            ]
+        },
         {"prompt": "Say hi", "split": "heldout", "tags": ["a", "b"]},
     )
     result = do_import(project, "p.jsonl", content, seed=1, created_by=alice)
@@ -41,13 +46,21 @@ def test_jsonl_with_prompts_chats_references_and_metadata_is_imported(project, a
     assert first.external_id == "7" and first.reference == "4"
     assert first.metadata == {"topic": "math", "level": 1}
     assert first.messages == [{"role": "user", "content": "What is 2 + 2?"}]
-    assert chat.messages[0] == {"role": "system", "content": "Be brief."} and "system: Be brief." in chat.text
+    assert (
+        chat.messages[0] == {"role": "system", "content": "Be brief."}
+        and "system: Be brief." in chat.text
+    )
     assert third.split == Split.HELDOUT and third.metadata == {"tags": ["a", "b"]}
 
 
 def test_utf8_bom_is_accepted_in_jsonl_and_csv(project):
-    assert do_import(project, "a.jsonl", b"\xef\xbb\xbf" + jsonl({"prompt": "caf\u00e9 one"})).imported == 1
-    assert do_import(project, "b.csv", "\ufeffprompt,source\ncaf\u00e9 two,x\n".encode()).imported == 1
+    assert (
+        do_import(project, "a.jsonl", b"\xef\xbb\xbf" + jsonl({"prompt": "caf\u00e9 one"})).imported
+        == 1
+    )
+    assert (
+        do_import(project, "b.csv", "\ufeffprompt,source\ncaf\u00e9 two,x\n".encode()).imported == 1
+    )
     assert Prompt.objects.get(text="café two").metadata == {"source": "x"}
 
 
@@ -56,9 +69,15 @@ def test_csv_with_quoted_newlines_reference_and_metadata(project):
     result = do_import(project, "c.csv", content)
     assert result.imported == 2
     first, second = Prompt.objects.order_by("position")
-    assert first.text == "Line one\nline two, with comma" and first.reference == "ref" and first.external_id == "1"
+    assert (
+        first.text == "Line one\nline two, with comma"
+        and first.reference == "ref"
+        and first.external_id == "1"
+    )
     assert first.metadata == {"source": "web"}
-    assert second.text == 'He said "hi"' and second.reference is None and second.split == Split.TRAIN
+    assert (
+        second.text == 'He said "hi"' and second.reference is None and second.split == Split.TRAIN
+    )
 
 
 def test_parquet_is_read_with_metadata_and_chats(project):
@@ -85,10 +104,16 @@ def test_a_path_can_be_imported(project, tmp_path: Path):
 
 
 def test_exact_duplicates_are_dropped_within_the_file_and_against_the_project(project):
-    first = do_import(project, "a.jsonl", jsonl({"prompt": "Hello  world"}, {"prompt": "hello world"}, {"prompt": " Hello world "}))
+    first = do_import(
+        project,
+        "a.jsonl",
+        jsonl({"prompt": "Hello  world"}, {"prompt": "hello world"}, {"prompt": " Hello world "}),
+    )
     assert (first.imported, first.duplicates_dropped) == (2, 1)  # case differs, whitespace does not
     chat_same = {"messages": [{"role": "user", "content": "Hello world"}]}
-    second = do_import(project, "b.jsonl", jsonl(chat_same, {"prompt": "Ｈｅｌｌｏ world"}, {"prompt": "new one"}))
+    second = do_import(
+        project, "b.jsonl", jsonl(chat_same, {"prompt": "Ｈｅｌｌｏ world"}, {"prompt": "new one"})
+    )
     assert (second.imported, second.duplicates_dropped) == (1, 2)  # NFKC folds full-width letters
     assert second.prompt_set.total_count == 1 and second.prompt_set.duplicates_dropped == 2
 
@@ -97,7 +122,10 @@ def test_chats_with_other_roles_are_not_duplicates_of_the_plain_prompt(project):
     result = do_import(
         project,
         "a.jsonl",
-        jsonl({"prompt": "Hi"}, {"messages": [{"role": "system", "content": "x"}, {"role": "user", "content": "Hi"}]}),
+        jsonl(
+            {"prompt": "Hi"},
+            {"messages": [{"role": "system", "content": "x"}, {"role": "user", "content": "Hi"}]},
+        ),
     )
     assert result.imported == 2
 
@@ -108,20 +136,47 @@ def test_seeded_split_is_reproducible_order_independent_and_near_the_fraction(pr
     records = [{"prompt": f"prompt number {i}"} for i in range(2000)]
     a = do_import(project, "a.jsonl", jsonl(*records), heldout_fraction=0.2, seed=123)
     other = ProjectFactory(org=org)
-    b = prompt_set_import(project=other, file=upload("b.jsonl", jsonl(*reversed(records))), name="b", heldout_fraction=0.2, seed=123)
-    held_a = set(Prompt.objects.filter(prompt_set=a.prompt_set, split=Split.HELDOUT).values_list("text", flat=True))
-    held_b = set(Prompt.objects.filter(prompt_set=b.prompt_set, split=Split.HELDOUT).values_list("text", flat=True))
+    b = prompt_set_import(
+        project=other,
+        file=upload("b.jsonl", jsonl(*reversed(records))),
+        name="b",
+        heldout_fraction=0.2,
+        seed=123,
+    )
+    held_a = set(
+        Prompt.objects.filter(prompt_set=a.prompt_set, split=Split.HELDOUT).values_list(
+            "text", flat=True
+        )
+    )
+    held_b = set(
+        Prompt.objects.filter(prompt_set=b.prompt_set, split=Split.HELDOUT).values_list(
+            "text", flat=True
+        )
+    )
     assert held_a == held_b and a.heldout == len(held_a)
     assert 300 <= a.heldout <= 500
     c_project = ProjectFactory(org=org)
-    c = prompt_set_import(project=c_project, file=upload("c.jsonl", jsonl(*records)), name="c", heldout_fraction=0.2, seed=124)
-    held_c = set(Prompt.objects.filter(prompt_set=c.prompt_set, split=Split.HELDOUT).values_list("text", flat=True))
+    c = prompt_set_import(
+        project=c_project,
+        file=upload("c.jsonl", jsonl(*records)),
+        name="c",
+        heldout_fraction=0.2,
+        seed=124,
+    )
+    held_c = set(
+        Prompt.objects.filter(prompt_set=c.prompt_set, split=Split.HELDOUT).values_list(
+            "text", flat=True
+        )
+    )
     assert held_c != held_a
 
 
 def test_split_field_overrides_the_fraction(project):
     result = do_import(
-        project, "a.jsonl", jsonl({"prompt": "a", "split": "heldout"}, {"prompt": "b", "split": "TRAIN"}), heldout_fraction=1.0
+        project,
+        "a.jsonl",
+        jsonl({"prompt": "a", "split": "heldout"}, {"prompt": "b", "split": "TRAIN"}),
+        heldout_fraction=1.0,
     )
     assert dict(Prompt.objects.values_list("text", "split")) == {"a": "heldout", "b": "train"}
     assert result.heldout == 1 and result.prompt_set.train_count == 1
@@ -151,7 +206,11 @@ def test_split_field_overrides_the_fraction(project):
     ],
 )
 def test_bad_jsonl_line_is_reported_with_its_number_and_nothing_is_stored(project, line, message):
-    content = jsonl({"prompt": "a good one"}, {"prompt": "another good one"}) + line + jsonl({"prompt": "later"})
+    content = (
+        jsonl({"prompt": "a good one"}, {"prompt": "another good one"})
+        + line
+        + jsonl({"prompt": "later"})
+    )
     error = refused(project, "bad.jsonl", content)
     assert error.status == 400
     assert error.errors[0]["line"] == 3 and message in error.errors[0]["message"], error.errors
@@ -160,7 +219,9 @@ def test_bad_jsonl_line_is_reported_with_its_number_and_nothing_is_stored(projec
 def test_only_the_first_20_errors_are_listed(project):
     content = b"".join(b'{"nope": %d}\n' % i for i in range(50))
     error = refused(project, "bad.jsonl", content)
-    assert len(error.errors) == MAX_ERRORS and [e["line"] for e in error.errors] == list(range(1, 21))
+    assert len(error.errors) == MAX_ERRORS and [e["line"] for e in error.errors] == list(
+        range(1, 21)
+    )
     assert "more" in error.detail
 
 
@@ -172,7 +233,12 @@ def test_empty_and_blank_files_are_refused(project):
 
 @pytest.mark.parametrize(
     ("name", "content"),
-    [("prompts.txt", b"hello\nworld\n"), ("prompts.exe", b"MZ\x90\x00"), ("noext", b"\x00\x01binary"), ("fake.parquet", b"not parquet")],
+    [
+        ("prompts.txt", b"hello\nworld\n"),
+        ("prompts.exe", b"MZ\x90\x00"),
+        ("noext", b"\x00\x01binary"),
+        ("fake.parquet", b"not parquet"),
+    ],
 )
 def test_unknown_extension_or_content_is_415(project, name, content):
     assert refused(project, name, content).status == 415
@@ -197,7 +263,10 @@ def test_missing_prompt_column_is_422_for_parquet_and_csv(project):
 def test_csv_row_problems_carry_line_numbers(project):
     content = b'prompt,source\nok,a\n"two\nlines",b\n,c\nextra,d,e\n'
     error = refused(project, "x.csv", content)
-    assert [(e["line"], e["message"][:20]) for e in error.errors] == [(5, "prompt is empty"), (6, "expected 2 fields as")]
+    assert [(e["line"], e["message"][:20]) for e in error.errors] == [
+        (5, "prompt is empty"),
+        (6, "expected 2 fields as"),
+    ]
 
 
 def test_invalid_utf8_in_csv_is_400(project):
@@ -206,7 +275,10 @@ def test_invalid_utf8_in_csv_is_400(project):
 
 def test_fraction_and_seed_are_validated(project):
     for fraction in (-0.1, 1.5, "abc", float("nan")):
-        assert refused(project, "a.jsonl", jsonl({"prompt": "x"}), heldout_fraction=fraction).status == 422
+        assert (
+            refused(project, "a.jsonl", jsonl({"prompt": "x"}), heldout_fraction=fraction).status
+            == 422
+        )
     assert refused(project, "a.jsonl", jsonl({"prompt": "x"}), seed=-1).status == 422
     assert refused(project, "a.jsonl", jsonl({"prompt": "x"}), seed="seven").status == 422
 
@@ -223,3 +295,14 @@ def test_reimporting_the_same_file_drops_everything_as_duplicates(project):
     again = do_import(project, "a.jsonl", content)
     assert (again.imported, again.duplicates_dropped) == (0, 2)
     assert json.loads(json.dumps(again.prompt_set.total_count)) == 0
+
+
+def test_an_overlong_line_is_refused_without_reading_it_whole(project, monkeypatch):
+    from distillapp.prompts import parsing
+
+    monkeypatch.setattr(parsing, "MAX_LINE_BYTES", 64)
+    content = jsonl({"prompt": "short"}, {"prompt": "x" * 500}, {"prompt": "after"})
+    error = refused(project, "long.jsonl", content)
+    assert [e["line"] for e in error.errors] == [2] and "longer than" in error.errors[0]["message"]
+    csv_error = refused(project, "long.csv", b"prompt\nshort\n" + b"y" * 500 + b"\n")
+    assert csv_error.status == 400 and csv_error.errors[0]["line"] == 3

@@ -16,7 +16,11 @@ def make_completions():
             job = GenerationJobFactory(
                 teacher=teacher,
                 project=project,
-                teacher_snapshot={"name": teacher.name, "model": "teacher-model", "decoding": {"temperature": 0.7}},
+                teacher_snapshot={
+                    "name": teacher.name,
+                    "model": "teacher-model",
+                    "decoding": {"temperature": 0.7},
+                },
             )
         out = []
         for _ in range(n):
@@ -28,3 +32,9 @@ def make_completions():
         return out
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    # The shared fixtures create several users per test; PBKDF2 dominated these tests' time.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

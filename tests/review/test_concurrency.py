@@ -13,7 +13,8 @@ from tests.conftest import USING_POSTGRES
 from tests.factories import MembershipFactory, OrganizationFactory, ProjectFactory, UserFactory
 
 pytestmark = pytest.mark.skipif(
-    not USING_POSTGRES, reason="SQLite has a single writer; SKIP LOCKED concurrency needs PostgreSQL"
+    not USING_POSTGRES,
+    reason="SQLite has a single writer; SKIP LOCKED concurrency needs PostgreSQL",
 )
 
 

@@ -10,7 +10,14 @@ from distillapp.accounts.models import Role
 from distillapp.generation.models import CompletionStatus
 from distillapp.prompts.models import Split
 from distillapp.review import services
-from distillapp.review.models import BulkAction, ItemState, Review, ReviewAction, ReviewItem, ReviewLease
+from distillapp.review.models import (
+    BulkAction,
+    ItemState,
+    Review,
+    ReviewAction,
+    ReviewItem,
+    ReviewLease,
+)
 from distillapp.review.selectors import approved_examples, review_agreement, review_progress
 from tests.factories import CompletionVerdictFactory, MembershipFactory, UserFactory
 
@@ -22,7 +29,10 @@ def _reviewer(org, name):
 
 
 def _set(project, **review):
-    project.settings = {**project.settings, "review": {**project.settings.get("review", {}), **review}}
+    project.settings = {
+        **project.settings,
+        "review": {**project.settings.get("review", {}), **review},
+    }
     project.save(update_fields=["settings"])
 
 
@@ -37,7 +47,9 @@ def test_sync_queues_ok_completions_without_verdicts_or_that_passed(project, mak
 
     services.review_queue_sync(project=project, force=True)
 
-    open_ids = set(ReviewItem.objects.filter(state=ItemState.OPEN).values_list("completion_id", flat=True))
+    open_ids = set(
+        ReviewItem.objects.filter(state=ItemState.OPEN).values_list("completion_id", flat=True)
+    )
     assert open_ids == {ok.pk, passed.pk, restored.pk}
     assert not ReviewItem.objects.filter(completion=failed).exists()
     assert services.review_queue_sync(project=project, force=True) == 0  # idempotent
@@ -52,7 +64,9 @@ def test_a_claim_leases_one_item_and_a_reload_returns_the_same_one(project, bob,
     assert ReviewItem.objects.get(completion=first).state == ItemState.LEASED
 
 
-def test_two_reviewers_get_different_items_and_none_is_left_after_that(project, bob, adam, make_completions):
+def test_two_reviewers_get_different_items_and_none_is_left_after_that(
+    project, bob, adam, make_completions
+):
     make_completions(project, 2)
     a = services.review_claim_next(project=project, reviewer=bob)
     b = services.review_claim_next(project=project, reviewer=adam)
@@ -74,7 +88,9 @@ def test_an_expired_lease_returns_the_item_to_the_queue(project, bob, adam, make
         services.review_decide(completion=mine, reviewer=bob, decision="approve")
 
 
-def test_overlap_k_hands_an_item_to_k_different_reviewers_only(project, bob, adam, make_completions):
+def test_overlap_k_hands_an_item_to_k_different_reviewers_only(
+    project, bob, adam, make_completions
+):
     _set(project, overlap=2)
     (only,) = make_completions(project, 1)
     carol = _reviewer(project.org, "carol")
@@ -90,7 +106,9 @@ def test_overlap_k_hands_an_item_to_k_different_reviewers_only(project, bob, ada
     assert (item.state, item.decision, item.target_text) == (ItemState.DONE, "approve", "Better.")
 
 
-def test_disagreeing_reviewers_send_the_item_to_adjudication(project, bob, adam, alice, make_completions):
+def test_disagreeing_reviewers_send_the_item_to_adjudication(
+    project, bob, adam, alice, make_completions
+):
     _set(project, overlap=2)
     (only,) = make_completions(project, 1)
     services.review_claim_next(project=project, reviewer=bob)
@@ -138,11 +156,15 @@ def test_decide_needs_a_lease_a_listed_reason_and_edit_text(project, bob, adam, 
     assert not Review.objects.exists()
 
 
-def test_an_edit_keeps_the_original_text_and_becomes_the_training_target(project, bob, make_completions):
+def test_an_edit_keeps_the_original_text_and_becomes_the_training_target(
+    project, bob, make_completions
+):
     make_completions(project, 1)
     c = services.review_claim_next(project=project, reviewer=bob)
     original = c.text
-    review = services.review_decide(completion=c, reviewer=bob, decision="edit", edited_text="Fixed answer.")
+    review = services.review_decide(
+        completion=c, reviewer=bob, decision="edit", edited_text="Fixed answer."
+    )
     c.refresh_from_db()
     assert c.text == original and review.original_text == original
     [(prompt, completion, target, source)] = list(approved_examples(project=project))
@@ -171,7 +193,9 @@ def test_undo_reverts_the_last_decision_and_leases_the_item_back(project, bob, m
         services.review_undo(project=project, reviewer=bob)
 
 
-def test_a_skip_returns_the_item_to_others_but_not_to_the_skipper(project, bob, adam, make_completions):
+def test_a_skip_returns_the_item_to_others_but_not_to_the_skipper(
+    project, bob, adam, make_completions
+):
     (only,) = make_completions(project, 1)
     services.review_claim_next(project=project, reviewer=bob)
     services.review_decide(completion=only, reviewer=bob, decision="skip")
@@ -191,21 +215,34 @@ def test_uncertain_order_puts_judge_scores_near_the_threshold_first(project, bob
     assert services.review_claim_next(project=project, reviewer=bob).pk == sure.pk
 
 
-def test_bulk_approve_matches_the_filter_and_undoes_as_a_whole(project, alice, bob, make_completions):
+def test_bulk_approve_matches_the_filter_and_undoes_as_a_whole(
+    project, alice, bob, make_completions
+):
     high, high_flagged, low, none = make_completions(project, 4, sync=False)
     CompletionVerdictFactory(completion=high, state="passed", flags=[], judge_score=9)
-    CompletionVerdictFactory(completion=high_flagged, state="restored", flags=["too_long"], judge_score=9)
+    CompletionVerdictFactory(
+        completion=high_flagged, state="restored", flags=["too_long"], judge_score=9
+    )
     CompletionVerdictFactory(completion=low, state="passed", flags=[], judge_score=4)
     services.review_queue_sync(project=project, force=True)
     assert services.bulk_candidates(project=project, min_judge=8, no_flags=True).count() == 1
     assert services.bulk_candidates(project=project, min_judge=8).count() == 2
 
     with pytest.raises(ValidationError, match="changed"):
-        services.review_bulk_apply(project=project, actor=alice, decision="approve", min_judge=8, expected_count=5)
+        services.review_bulk_apply(
+            project=project, actor=alice, decision="approve", min_judge=8, expected_count=5
+        )
     action = services.review_bulk_apply(
-        project=project, actor=alice, decision="approve", min_judge=8, no_flags=True, expected_count=1
+        project=project,
+        actor=alice,
+        decision="approve",
+        min_judge=8,
+        no_flags=True,
+        expected_count=1,
     )
-    assert action.count == 1 and action.items == [[ReviewItem.objects.get(completion=high).pk, "open"]]
+    assert action.count == 1 and action.items == [
+        [ReviewItem.objects.get(completion=high).pk, "open"]
+    ]
     assert ReviewItem.objects.get(completion=high).decision == "approve"
     assert [c.pk for _p, c, _t, s in approved_examples(project=project)] == [high.pk]
 
@@ -223,7 +260,9 @@ def test_bulk_reject_needs_a_reason_from_the_list(project, alice, make_completio
         services.review_bulk_apply(project=project, actor=alice, decision="reject", reason="nope")
 
 
-def test_best_pick_makes_only_that_sample_count_for_its_prompt(project, bob, adam, make_completions):
+def test_best_pick_makes_only_that_sample_count_for_its_prompt(
+    project, bob, adam, make_completions
+):
     a, b = make_completions(project, 1, samples=2)
     for c in (a, b):
         who = bob if c is a else adam
@@ -245,23 +284,35 @@ def test_approved_examples_never_include_held_out_prompts(project, bob, make_com
     assert list(approved_examples(project=project)) == []
 
 
-def test_progress_counts_done_and_remaining_for_the_project_and_the_reviewer(project, bob, make_completions):
+def test_progress_counts_done_and_remaining_for_the_project_and_the_reviewer(
+    project, bob, make_completions
+):
     make_completions(project, 3)
     c = services.review_claim_next(project=project, reviewer=bob)
     services.review_decide(completion=c, reviewer=bob, decision="approve")
     progress = review_progress(project=project, reviewer=bob)
-    assert (progress["done"], progress["remaining"], progress["mine"]) == (1, 2, {"done": 1, "remaining": 2})
+    assert (progress["done"], progress["remaining"], progress["mine"]) == (
+        1,
+        2,
+        {"done": 1, "remaining": 2},
+    )
 
 
-def test_settings_are_validated_and_lowering_overlap_settles_items(project, bob, adam, make_completions):
+def test_settings_are_validated_and_lowering_overlap_settles_items(
+    project, bob, adam, make_completions
+):
     with pytest.raises(ValidationError) as exc:
-        services.review_settings_update(project=project, reasons=[], overlap=0, lease_seconds=1, order="random")
+        services.review_settings_update(
+            project=project, reasons=[], overlap=0, lease_seconds=1, order="random"
+        )
     assert set(exc.value.message_dict) == {"reasons", "overlap", "lease_seconds", "order"}
     _set(project, overlap=2)
     (only,) = make_completions(project, 1)
     services.review_claim_next(project=project, reviewer=bob)
     services.review_decide(completion=only, reviewer=bob, decision="approve")
-    services.review_settings_update(project=project, reasons=["Bad"], overlap=1, lease_seconds=60, order="plain")
+    services.review_settings_update(
+        project=project, reasons=["Bad"], overlap=1, lease_seconds=60, order="plain"
+    )
     assert ReviewItem.objects.get(completion=only).state == ItemState.DONE
     project.refresh_from_db()
     assert project.settings["review"]["reasons"] == ["Bad"]

@@ -20,7 +20,9 @@ def _queue(project):
 
 def test_the_queue_page_shows_one_completion_with_its_context(project, bob, make_completions):
     a, b = make_completions(project, 1, samples=2, sync=False)
-    CompletionVerdictFactory(completion=a, state="passed", flags=[], judge_score=6.5, reasons={"judge": "Close call."})
+    CompletionVerdictFactory(
+        completion=a, state="passed", flags=[], judge_score=6.5, reasons={"judge": "Close call."}
+    )
     CompletionVerdictFactory(completion=b, state="passed", flags=[], judge_score=9)
     services.review_queue_sync(project=project, force=True)
 
@@ -31,7 +33,9 @@ def test_the_queue_page_shows_one_completion_with_its_context(project, bob, make
     assert a.prompt.text in html and "Close call." in html and "6.5" in html
     assert "teacher-model" in html and "temperature" in html
     assert "Pick as best" in html and b.text in html  # the other sample beside it
-    assert "Factually wrong" in html and "Be <strong>helpful</strong>" in html  # reasons and guidelines
+    assert (
+        "Factually wrong" in html and "Be <strong>helpful</strong>" in html
+    )  # reasons and guidelines
     assert 'hx-post="' + reverse("review_prefetch", args=[project.pk]) in html
 
 
@@ -42,7 +46,12 @@ def test_a_viewer_sees_progress_but_cannot_review(project, vera, make_completion
     assert "reviewer role" in response.content.decode()
     assert not ReviewItem.objects.filter(state=ItemState.LEASED).exists()
     c = ReviewItem.objects.get().completion
-    assert login(vera).post(reverse("review_decide", args=[project.pk, c.pk]), {"decision": "approve"}).status_code == 403
+    assert (
+        login(vera)
+        .post(reverse("review_decide", args=[project.pk, c.pk]), {"decision": "approve"})
+        .status_code
+        == 403
+    )
     assert login(vera).post(reverse("review_undo", args=[project.pk])).status_code == 403
 
 
@@ -64,6 +73,7 @@ def test_outsiders_get_404_everywhere(project, charlie, make_completions):
         ("review_prefetch", [project.pk]),
         ("review_undo", [project.pk]),
         ("review_bulk_undo", [project.pk]),
+        ("review_refresh", [project.pk]),
     ]:
         assert client.post(reverse(name, args=args)).status_code == 404, name
 
@@ -84,7 +94,9 @@ def test_deciding_through_htmx_saves_and_shows_the_prefetched_item(project, bob,
     client = login(bob)
     html = client.get(_queue(project)).content.decode()
     current = int(re.search(r'id="review-current" data-completion-id="(\d+)"', html).group(1))
-    prefetch = client.post(reverse("review_prefetch", args=[project.pk]), {"exclude": current}, **HX).content.decode()
+    prefetch = client.post(
+        reverse("review_prefetch", args=[project.pk]), {"exclude": current}, **HX
+    ).content.decode()
     next_id = int(re.search(r'name="next_id" value="(\d+)"', prefetch).group(1))
     assert next_id != current
 
@@ -101,13 +113,17 @@ def test_deciding_through_htmx_saves_and_shows_the_prefetched_item(project, bob,
     assert (review.decision, review.reason, review.duration_ms) == ("reject", "Unhelpful", 900)
 
 
-def test_a_failed_save_answers_422_with_the_reason_and_keeps_the_lease(project, bob, make_completions):
+def test_a_failed_save_answers_422_with_the_reason_and_keeps_the_lease(
+    project, bob, make_completions
+):
     make_completions(project, 1)
     client = login(bob)
     client.get(_queue(project))
     item = ReviewItem.objects.get()
     response = client.post(
-        reverse("review_decide", args=[project.pk, item.completion_id]), {"decision": "reject", "reason": "x"}, **HX
+        reverse("review_decide", args=[project.pk, item.completion_id]),
+        {"decision": "reject", "reason": "x"},
+        **HX,
     )
     assert response.status_code == 422 and "reason" in response.content.decode()
     assert response["Content-Type"].startswith("text/plain")
@@ -119,7 +135,9 @@ def test_buttons_work_without_javascript(project, bob, make_completions):
     client = login(bob)
     client.get(_queue(project))
     item = ReviewItem.objects.get(state=ItemState.LEASED)
-    response = client.post(reverse("review_decide", args=[project.pk, item.completion_id]), {"decision": "approve"})
+    response = client.post(
+        reverse("review_decide", args=[project.pk, item.completion_id]), {"decision": "approve"}
+    )
     assert response.status_code == 302 and response["Location"] == _queue(project)
     assert client.post(reverse("review_undo", args=[project.pk])).status_code == 302
     assert not Review.objects.exists()
@@ -130,7 +148,11 @@ def test_undo_through_htmx_shows_the_item_again(project, bob, make_completions):
     client = login(bob)
     client.get(_queue(project))
     item = ReviewItem.objects.get(state=ItemState.LEASED)
-    client.post(reverse("review_decide", args=[project.pk, item.completion_id]), {"decision": "approve"}, **HX)
+    client.post(
+        reverse("review_decide", args=[project.pk, item.completion_id]),
+        {"decision": "approve"},
+        **HX,
+    )
     response = client.post(reverse("review_undo", args=[project.pk]), **HX)
     assert f'data-completion-id="{item.completion_id}"' in response.content.decode()
     empty = login(bob).post(reverse("review_undo", args=[project.pk]), **HX)
@@ -140,7 +162,9 @@ def test_undo_through_htmx_shows_the_item_again(project, bob, make_completions):
 def test_pick_best_re_renders_the_samples_panel(project, bob, make_completions):
     a, b = make_completions(project, 1, samples=2)
     client = login(bob)
-    response = client.post(reverse("review_pick_best", args=[project.pk, b.pk]), {"current": a.pk}, **HX)
+    response = client.post(
+        reverse("review_pick_best", args=[project.pk, b.pk]), {"current": a.pk}, **HX
+    )
     assert response.status_code == 200 and 'id="review-samples"' in response.content.decode()
     assert "best" in response.content.decode()
 
@@ -150,10 +174,25 @@ def test_admins_edit_review_settings_with_inline_errors(project, adam):
     url = reverse("review_settings", args=[project.pk])
     bad = client.post(url, {"reasons": "", "overlap": "0", "lease_seconds": "60", "order": "plain"})
     assert bad.status_code == 422 and "at least one reject reason" in bad.content.decode()
-    ok = client.post(url, {"reasons": "Wrong\nRude", "overlap": "2", "lease_seconds": "120", "order": "plain"})
+    ok = client.post(
+        url, {"reasons": "Wrong\nRude", "overlap": "2", "lease_seconds": "120", "order": "plain"}
+    )
     assert ok.status_code == 302
     project.refresh_from_db()
-    assert project.settings["review"] == {"reasons": ["Wrong", "Rude"], "overlap": 2, "lease_seconds": 120, "order": "plain"}
+    assert project.settings["review"] == {
+        "reasons": ["Wrong", "Rude"],
+        "overlap": 2,
+        "lease_seconds": 120,
+        "order": "plain",
+    }
+
+
+def test_admins_refresh_the_queue_and_reviewers_may_not(project, adam, bob, make_completions):
+    make_completions(project, 2, sync=False)
+    url = reverse("review_refresh", args=[project.pk])
+    assert login(bob).post(url).status_code == 403
+    assert login(adam).post(url).status_code == 302
+    assert ReviewItem.objects.filter(project=project, state=ItemState.OPEN).count() == 2
 
 
 def test_bulk_shows_the_count_before_applying_and_can_be_undone(project, adam, make_completions):
@@ -162,14 +201,21 @@ def test_bulk_shows_the_count_before_applying_and_can_be_undone(project, adam, m
     url = reverse("review_bulk", args=[project.pk])
     preview = client.get(url, {"decision": "approve", "no_flags": "1"})
     assert '<strong id="bulk-count">3</strong>' in preview.content.decode()
-    assert client.post(url, {"decision": "approve", "no_flags": "1", "expected_count": "3"}).status_code == 302
+    assert (
+        client.post(
+            url, {"decision": "approve", "no_flags": "1", "expected_count": "3"}
+        ).status_code
+        == 302
+    )
     assert ReviewItem.objects.filter(state=ItemState.DONE, decision="approve").count() == 3
     action = BulkAction.objects.get()
     client.post(reverse("review_bulk_undo", args=[project.pk]), {"bulk_action_id": action.pk})
     assert ReviewItem.objects.filter(state=ItemState.OPEN).count() == 3
 
 
-def test_reviewers_see_only_their_own_decisions_and_admins_see_all(project, bob, adam, make_completions):
+def test_reviewers_see_only_their_own_decisions_and_admins_see_all(
+    project, bob, adam, make_completions
+):
     make_completions(project, 2)
     for who in (bob, adam):
         c = services.review_claim_next(project=project, reviewer=who)
@@ -199,7 +245,7 @@ XSS_CORPUS = [
     "[x](javascript:alert(1))",
     "[y](JaVaScRiPt:alert(1))",
     '![img](x" onerror="alert(1))',
-    "<iframe src=\"javascript:alert(1)\"></iframe>",
+    '<iframe src="javascript:alert(1)"></iframe>',
     '<details open ontoggle="window.__xss=1">',
     "<style>body{display:none}</style>",
     '<form action="/sentinel"><button>go</button></form>',
@@ -208,13 +254,39 @@ XSS_CORPUS = [
     "<math><mtext><table><mglyph><style><img src=x onerror=alert(1)>",
 ]
 
-DANGEROUS_TAGS = {"script", "img", "svg", "iframe", "form", "style", "details", "math", "object", "embed", "button", "input"}
+DANGEROUS_TAGS = {
+    "script",
+    "img",
+    "svg",
+    "iframe",
+    "form",
+    "style",
+    "details",
+    "math",
+    "object",
+    "embed",
+    "button",
+    "input",
+}
 
 
 class _TagAudit(HTMLParser):
     """Collects every element rendered inside an `hx-disable` container, and every script tag."""
 
-    VOID = {"br", "hr", "img", "input", "meta", "link", "source", "area", "base", "col", "embed", "wbr"}
+    VOID = {
+        "br",
+        "hr",
+        "img",
+        "input",
+        "meta",
+        "link",
+        "source",
+        "area",
+        "base",
+        "col",
+        "embed",
+        "wbr",
+    }
 
     def __init__(self):
         super().__init__(convert_charrefs=True)
@@ -248,9 +320,14 @@ def test_nothing_dangerous_survives_in_the_review_page(project, bob, make_comple
     for c in (a, b):
         c.text = payload
         c.save()
-    a.prompt.messages = [{"role": "system", "content": payload}, {"role": "user", "content": payload}]
+    a.prompt.messages = [
+        {"role": "system", "content": payload},
+        {"role": "user", "content": payload},
+    ]
     a.prompt.save()
-    CompletionVerdictFactory(completion=a, state="passed", flags=[], reasons={"judge": payload}, judge_rationale=payload)
+    CompletionVerdictFactory(
+        completion=a, state="passed", flags=[], reasons={"judge": payload}, judge_rationale=payload
+    )
     services.review_queue_sync(project=project, force=True)
 
     html = login(bob).get(_queue(project)).content.decode()

@@ -32,7 +32,9 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     p.add_argument("--grad-accum", type=int, default=1)
     p.add_argument("--max-length", type=int, default=1024)
     p.add_argument("--packing", action="store_true")
-    p.add_argument("--strip-reasoning", action="store_true", help="drop <think>…</think> from targets")
+    p.add_argument(
+        "--strip-reasoning", action="store_true", help="drop <think>…</think> from targets"
+    )
     p.add_argument("--temperature", type=float, default=2.0)
     p.add_argument("--alpha", type=float, default=0.5)
     p.add_argument("--warmup", type=float, default=0.0, help="steps, or a fraction when < 1")
@@ -110,7 +112,10 @@ def _run_generate(args: argparse.Namespace) -> int:
         return 2
     model, tokenizer = load_for_inference(args.model)
     outputs = generate(model, tokenizer, prompts, args.max_new_tokens, args.batch_size)
-    lines = [json.dumps({"messages": m, "completion": g.text}) for m, g in zip(prompts, outputs, strict=True)]
+    lines = [
+        json.dumps({"messages": m, "completion": g.text})
+        for m, g in zip(prompts, outputs, strict=True)
+    ]
     if args.out:
         with open(args.out, "w", encoding="utf-8") as fh:
             fh.write("\n".join(lines) + "\n")

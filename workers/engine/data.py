@@ -37,7 +37,7 @@ class DataValidationError(ValueError):
         self.path = path
         self.errors = errors
         lines = "\n".join(f"  line {n}: {msg}" for n, msg in errors)
-        more = " (stopped at the first %d)" % MAX_ERRORS if len(errors) >= MAX_ERRORS else ""
+        more = f" (stopped at the first {MAX_ERRORS})" if len(errors) >= MAX_ERRORS else ""
         super().__init__(f"{path}: {len(errors)} problem(s){more}:\n{lines}")
 
 

@@ -60,7 +60,9 @@ def weights_size(model_path: str) -> int:
     folder = Path(model_path)
     if not folder.is_dir():
         return 0
-    return sum(p.stat().st_size for p in folder.iterdir() if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+    return sum(
+        p.stat().st_size for p in folder.iterdir() if p.is_file() and p.suffix in WEIGHT_SUFFIXES
+    )
 
 
 @dataclass(frozen=True)
@@ -110,7 +112,9 @@ class LocalResult:
         """The DTK1 record (token ids) and the mean log-prob of the generated tokens."""
         from workers.engine import topk_format
 
-        mean = sum(self.chosen_logprobs) / len(self.chosen_logprobs) if self.chosen_logprobs else None
+        mean = (
+            sum(self.chosen_logprobs) / len(self.chosen_logprobs) if self.chosen_logprobs else None
+        )
         if self.topk_ids is None:
             return None, mean
         import numpy as np
@@ -192,7 +196,9 @@ def _generation_config(lm: LocalModel, s: LocalSettings) -> Any:
     return GenerationConfig(**kwargs)
 
 
-def generate_batch(lm: LocalModel, requests: list[LocalRequest], s: LocalSettings, *, seed: int | None = None) -> list[LocalResult]:
+def generate_batch(
+    lm: LocalModel, requests: list[LocalRequest], s: LocalSettings, *, seed: int | None = None
+) -> list[LocalResult]:
     """Generate for a batch of requests at once (left padding, attention mask)."""
     import torch
 
@@ -209,7 +215,10 @@ def generate_batch(lm: LocalModel, requests: list[LocalRequest], s: LocalSetting
     extra: dict[str, Any] = {"tokenizer": tok} if s.stop else {}
     with torch.inference_mode():
         out = lm.model.generate(
-            input_ids=input_ids, attention_mask=attention_mask, generation_config=_generation_config(lm, s), **extra
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            generation_config=_generation_config(lm, s),
+            **extra,
         )
     prompt_len = input_ids.shape[1]
     generated = out.sequences[:, prompt_len:]
@@ -217,7 +226,9 @@ def generate_batch(lm: LocalModel, requests: list[LocalRequest], s: LocalSetting
     if s.top_logprobs > 0 and out.logits:
         chosen_steps, id_steps, lp_steps = [], [], []
         k = min(s.top_logprobs, out.logits[0].shape[-1])
-        for t, step_logits in enumerate(out.logits):  # one step at a time: no [B, T, V] float32 copy
+        for t, step_logits in enumerate(
+            out.logits
+        ):  # one step at a time: no [B, T, V] float32 copy
             lp = torch.log_softmax(step_logits.float(), dim=-1)
             chosen_steps.append(lp.gather(-1, generated[:, t : t + 1]).squeeze(-1))
             values, indices = lp.topk(k, dim=-1)
@@ -302,10 +313,16 @@ def generate_all(
     return out
 
 
-def probe(model_path: str, *, prompt: str = "Say hello.", max_new_tokens: int = 8, device: str = "cpu") -> dict[str, Any]:
+def probe(
+    model_path: str, *, prompt: str = "Say hello.", max_new_tokens: int = 8, device: str = "cpu"
+) -> dict[str, Any]:
     started = time.perf_counter()
     lm = load(model_path, device=device)
-    result = generate_batch(lm, [LocalRequest(0, [{"role": "user", "content": prompt}])], LocalSettings(max_new_tokens=max_new_tokens))[0]
+    result = generate_batch(
+        lm,
+        [LocalRequest(0, [{"role": "user", "content": prompt}])],
+        LocalSettings(max_new_tokens=max_new_tokens),
+    )[0]
     return {
         "ok": True,
         "text": result.text,
@@ -324,7 +341,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     try:
-        print(json.dumps(probe(args.probe, prompt=args.prompt, max_new_tokens=args.max_new_tokens, device=args.device)))
+        print(
+            json.dumps(
+                probe(
+                    args.probe,
+                    prompt=args.prompt,
+                    max_new_tokens=args.max_new_tokens,
+                    device=args.device,
+                )
+            )
+        )
     except Exception as exc:  # noqa: BLE001 - reported to the caller as data
         print(json.dumps({"ok": False, "error": f"{type(exc).__name__}: {exc}"}))
         return 1

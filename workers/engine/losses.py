@@ -38,7 +38,11 @@ _CHUNK_ELEMENTS = 4 * 1024 * 1024
 
 
 def _teacher_buckets(
-    topk_ids: torch.Tensor, topk_logprobs: torch.Tensor, vocab: int, temperature: float, dtype: torch.dtype
+    topk_ids: torch.Tensor,
+    topk_logprobs: torch.Tensor,
+    vocab: int,
+    temperature: float,
+    dtype: torch.dtype,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Tempered teacher over K + 1 buckets for N positions: (ids, q_topk, q_tail, is_topk[N, V])."""
     lp = topk_logprobs.to(dtype)
@@ -79,9 +83,7 @@ def _chunk_loss_and_grad(
     log_s_tail = tail_lse_safe - lse
 
     kl_k = torch.where(q_k > 0, q_k * (q_k.clamp_min(1e-300).log() - log_s_k), 0.0).sum(1)
-    kl_tail = torch.where(
-        has_tail, q_tail * (q_tail.clamp_min(1e-300).log() - log_s_tail), 0.0
-    )
+    kl_tail = torch.where(has_tail, q_tail * (q_tail.clamp_min(1e-300).log() - log_s_tail), 0.0)
     t2 = temperature * temperature
     loss_sum = t2 * (kl_k + kl_tail).sum()
     if not want_grad:
@@ -142,7 +144,9 @@ class _ChunkedKD(torch.autograd.Function):
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
         grad_buf = ctx.grad_buf
         if grad_buf is None:
-            raise RuntimeError("kd_loss supports one backward pass per forward (no retain_graph reuse)")
+            raise RuntimeError(
+                "kd_loss supports one backward pass per forward (no retain_graph reuse)"
+            )
         ctx.grad_buf = None
         # Scaled in place: a copy would double the peak at exactly the moment it is highest.
         return grad_buf.mul_(grad_output.to(grad_buf.dtype)), None, None, None, None
@@ -206,11 +210,15 @@ def kd_loss_reference(
     tail_exists = is_topk.sum(-1) < vocab
     p_tail = (1.0 - torch.where(valid, lp.exp(), 0.0).sum(-1)).clamp_min(0.0)
     p_tail = torch.where(tail_exists, p_tail, torch.zeros_like(p_tail))
-    q = torch.softmax(torch.cat([lp / temperature, (p_tail.log() / temperature)[..., None]], -1), -1)
+    q = torch.softmax(
+        torch.cat([lp / temperature, (p_tail.log() / temperature)[..., None]], -1), -1
+    )
     q_dense = torch.zeros_like(logits).scatter_add(-1, ids, q[..., :-1])
     log_s = torch.log_softmax(logits / temperature, dim=-1)
     s_tail = torch.where(is_topk, 0.0, log_s.exp()).sum(-1)
-    kl_k = torch.where(q_dense > 0, q_dense * (q_dense.clamp_min(1e-300).log() - log_s), 0.0).sum(-1)
+    kl_k = torch.where(q_dense > 0, q_dense * (q_dense.clamp_min(1e-300).log() - log_s), 0.0).sum(
+        -1
+    )
     q_tail = q[..., -1]
     kl_tail = torch.where(
         q_tail > 0, q_tail * (q_tail.clamp_min(1e-300).log() - s_tail.clamp_min(1e-300).log()), 0.0
@@ -220,7 +228,9 @@ def kd_loss_reference(
     return per_pos[m].sum() / m.sum().clamp_min(1)
 
 
-def masked_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
+def masked_cross_entropy(
+    logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100
+) -> torch.Tensor:
     """Mean token cross-entropy where ``targets`` (already aligned with ``logits``) is not ignored."""
     return torch.nn.functional.cross_entropy(
         logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), ignore_index=ignore_index

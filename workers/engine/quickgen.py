@@ -81,7 +81,8 @@ def generate(
             row = new[i].tolist()
             length = row.index(eos) + 1 if eos in row else len(row)
             gen = Generated(
-                text=tokenizer.decode(row[:length], skip_special_tokens=True), token_ids=row[:length]
+                text=tokenizer.decode(row[:length], skip_special_tokens=True),
+                token_ids=row[:length],
             )
             if topk > 0:
                 gen.topk_ids = top_ids[i, :length].numpy()

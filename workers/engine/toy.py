@@ -35,7 +35,15 @@ def char_tokenizer(chars: str = DEFAULT_CHARS, chat_template: str | None = None)
     return fast
 
 
-def tiny_llama(vocab_size: int, hidden: int = 32, layers: int = 2, heads: int = 2, intermediate: int = 64, seed: int = 0, max_positions: int = 512):  # type: ignore[no-untyped-def]
+def tiny_llama(
+    vocab_size: int,
+    hidden: int = 32,
+    layers: int = 2,
+    heads: int = 2,
+    intermediate: int = 64,
+    seed: int = 0,
+    max_positions: int = 512,
+):  # type: ignore[no-untyped-def]
     """A randomly initialised LlamaForCausalLM; deterministic for a given seed."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM

@@ -22,7 +22,13 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
-from workers.engine.callbacks import CancelCallback, ProgressCallback, ProgressFn, TokenMeter, trim_metrics
+from workers.engine.callbacks import (
+    CancelCallback,
+    ProgressCallback,
+    ProgressFn,
+    TokenMeter,
+    trim_metrics,
+)
 from workers.engine.config import TrainConfig, TrainResult
 from workers.engine.data import file_sha256, load_records
 from workers.engine.examples import Collator, SequenceDataset, build_sequences, pack
@@ -89,7 +95,9 @@ def _prepare_out_dir(config: TrainConfig, lineage: dict[str, Any]) -> str | None
     run_path = os.path.join(config.out, "run.json")
     ckpt_dir = os.path.join(config.out, "checkpoints")
     if os.path.exists(run_path) and not config.resume:
-        raise RunStateError(f"{config.out} already holds a run; pass resume or choose another folder")
+        raise RunStateError(
+            f"{config.out} already holds a run; pass resume or choose another folder"
+        )
     resume_from = None
     if config.resume and os.path.isdir(ckpt_dir):
         resume_from = get_last_checkpoint(ckpt_dir)
@@ -110,7 +118,9 @@ def _prepare_out_dir(config: TrainConfig, lineage: dict[str, Any]) -> str | None
             metrics = os.path.join(config.out, "metrics.jsonl")
             if os.path.exists(metrics):
                 os.remove(metrics)
-        _write_json(run_path, {"settings": config.to_dict(), **lineage, "resumed_from": resume_from})
+        _write_json(
+            run_path, {"settings": config.to_dict(), **lineage, "resumed_from": resume_from}
+        )
     return resume_from
 
 
@@ -184,7 +194,11 @@ def train(
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     if config.method == "kd":
-        teacher = AutoTokenizer.from_pretrained(config.teacher_tokenizer) if config.teacher_tokenizer else None
+        teacher = (
+            AutoTokenizer.from_pretrained(config.teacher_tokenizer)
+            if config.teacher_tokenizer
+            else None
+        )
         vocab_rows = AutoConfig.from_pretrained(config.base).vocab_size
         check_vocab(tokenizer, teacher, records + (eval_records or []), vocab_rows)
 
@@ -221,7 +235,9 @@ def train(
     model = _load_model(config)
     meter = TokenMeter()
     cancel = CancelCallback(should_cancel) if should_cancel else None
-    callbacks: list[Any] = [ProgressCallback(os.path.join(config.out, "metrics.jsonl"), meter, progress)]
+    callbacks: list[Any] = [
+        ProgressCallback(os.path.join(config.out, "metrics.jsonl"), meter, progress)
+    ]
     if cancel:
         callbacks.append(cancel)
     trainer = DistillTrainer(

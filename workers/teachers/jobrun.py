@@ -21,7 +21,14 @@ from django.db import close_old_connections, connections
 
 from distillapp.generation import selectors, services
 from distillapp.generation.models import GenerationJob, JobStatus
-from workers.teachers.openai_runner import Decoding, ItemResult, RunnerConfig, RunOutcome, WorkItem, run_openai
+from workers.teachers.openai_runner import (
+    Decoding,
+    ItemResult,
+    RunnerConfig,
+    RunOutcome,
+    WorkItem,
+    run_openai,
+)
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -72,7 +79,12 @@ async def _run(job: GenerationJob, token: str, config: RunnerConfig, db: _DbThre
     async def items() -> AsyncIterator[WorkItem]:
         after = 0
         while True:
-            page, last = await db.call(selectors.generation_job_pending_items, job=job, after_prompt_id=after, limit=PAGE_SIZE)
+            page, last = await db.call(
+                selectors.generation_job_pending_items,
+                job=job,
+                after_prompt_id=after,
+                limit=PAGE_SIZE,
+            )
             if last is None:
                 return
             for item in page:
@@ -80,7 +92,9 @@ async def _run(job: GenerationJob, token: str, config: RunnerConfig, db: _DbThre
             after = last
 
     async def sink(batch: list[ItemResult]) -> None:
-        await db.call(services.generation_job_write_results, job_id=job.pk, token=token, results=batch)
+        await db.call(
+            services.generation_job_write_results, job_id=job.pk, token=token, results=batch
+        )
 
     async def control() -> bool:
         status = await db.call(services.generation_job_heartbeat, job_id=job.pk, token=token)
@@ -112,7 +126,9 @@ def run_api_job(job_id: int) -> str:
     except BaseException as exc:
         logger.exception("generation job %s crashed", job_id)
         close_old_connections()
-        services.generation_job_fail(job_id=job_id, token=token, message=f"The worker stopped: {type(exc).__name__}: {exc}")
+        services.generation_job_fail(
+            job_id=job_id, token=token, message=f"The worker stopped: {type(exc).__name__}: {exc}"
+        )
         if isinstance(exc, Exception):
             return "failed"
         raise
@@ -121,7 +137,10 @@ def run_api_job(job_id: int) -> str:
     close_old_connections()
     try:
         services.generation_job_finish(
-            job_id=job_id, token=token, outcome=summary.outcome.value, fatal_error=summary.fatal_error
+            job_id=job_id,
+            token=token,
+            outcome=summary.outcome.value,
+            fatal_error=summary.fatal_error,
         )
     except services.ClaimLost:
         return "lost"

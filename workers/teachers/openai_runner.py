@@ -135,7 +135,10 @@ def build_messages(messages: list[dict[str, Any]], system_prompt: str) -> list[d
 
 def request_params(config: RunnerConfig, item: WorkItem) -> dict[str, Any]:
     d = config.decoding
-    params: dict[str, Any] = {"model": config.model, "messages": build_messages(item.messages, d.system_prompt)}
+    params: dict[str, Any] = {
+        "model": config.model,
+        "messages": build_messages(item.messages, d.system_prompt),
+    }
     if d.temperature is not None:
         params["temperature"] = d.temperature
     if d.top_p is not None:
@@ -154,12 +157,17 @@ def request_params(config: RunnerConfig, item: WorkItem) -> dict[str, Any]:
 
 
 def estimate_tokens(config: RunnerConfig, item: WorkItem) -> int:
-    chars = sum(len(str(m.get("content", ""))) for m in item.messages) + len(config.decoding.system_prompt)
+    chars = sum(len(str(m.get("content", ""))) for m in item.messages) + len(
+        config.decoding.system_prompt
+    )
     return chars // 4 + 8 + (config.decoding.max_tokens or 512)
 
 
 def cost_of(prompt_tokens: int, completion_tokens: int, config: RunnerConfig) -> Decimal:
-    cost = (Decimal(prompt_tokens) * config.price_input_per_m + Decimal(completion_tokens) * config.price_output_per_m) / _MILLION
+    cost = (
+        Decimal(prompt_tokens) * config.price_input_per_m
+        + Decimal(completion_tokens) * config.price_output_per_m
+    ) / _MILLION
     return cost.quantize(_CENT_FRACTION)
 
 
@@ -187,7 +195,9 @@ def parse_topk(choice: Any) -> tuple[bytes | None, float | None]:
     return topk_format.encode(record), mean
 
 
-def parse_response(resp: Any, config: RunnerConfig, item: WorkItem, attempts: int, latency_ms: int) -> ItemResult:
+def parse_response(
+    resp: Any, config: RunnerConfig, item: WorkItem, attempts: int, latency_ms: int
+) -> ItemResult:
     choice = resp.choices[0]
     text = choice.message.content or ""
     usage = getattr(resp, "usage", None)
@@ -222,14 +232,22 @@ def make_client(config: RunnerConfig) -> Any:
 
 
 class _Run:
-    def __init__(self, config: RunnerConfig, client: Any, sink: Sink, control: Control | None, rng: random.Random) -> None:
+    def __init__(
+        self,
+        config: RunnerConfig,
+        client: Any,
+        sink: Sink,
+        control: Control | None,
+        rng: random.Random,
+    ) -> None:
         self.config = config
         self.client = client
         self.sink = sink
         self.control = control
         self.rng = rng
         self.limiter = RateLimiter(
-            requests_per_minute=config.requests_per_minute, tokens_per_minute=config.tokens_per_minute
+            requests_per_minute=config.requests_per_minute,
+            tokens_per_minute=config.tokens_per_minute,
         )
         self.buffer: list[ItemResult] = []
         self.flush_now = asyncio.Event()
@@ -253,12 +271,17 @@ class _Run:
             started = time.perf_counter()
             info: ErrorInfo
             try:
-                resp = await self.client.post("/chat/completions", body=params, cast_to=self.response_type)
+                resp = await self.client.post(
+                    "/chat/completions", body=params, cast_to=self.response_type
+                )
                 latency_ms = int((time.perf_counter() - started) * 1000)
                 try:
                     result = parse_response(resp, config, item, attempts, latency_ms)
                 except (AttributeError, IndexError, KeyError, TypeError, ValueError) as exc:
-                    info = ErrorInfo(f"Unreadable response from the teacher: {type(exc).__name__}: {exc}", retryable=True)
+                    info = ErrorInfo(
+                        f"Unreadable response from the teacher: {type(exc).__name__}: {exc}",
+                        retryable=True,
+                    )
                 else:
                     self.limiter.settle(estimate, result.prompt_tokens + result.completion_tokens)
                     return result
@@ -273,13 +296,24 @@ class _Run:
                     self.summary.fatal_error = info.message
                     self.stop.set()
                 return ItemResult(
-                    prompt_id=item.prompt_id, sample_index=item.sample_index, ok=False,
-                    error=info.message + suffix, attempts=attempts,
+                    prompt_id=item.prompt_id,
+                    sample_index=item.sample_index,
+                    ok=False,
+                    error=info.message + suffix,
+                    attempts=attempts,
                     latency_ms=int((time.perf_counter() - started) * 1000),
                 )
             self.summary.retries += 1
-            delay = retry_delay(info, attempts, base=config.backoff_base, cap=config.backoff_cap, rng=self.rng)
-            logger.debug("retrying prompt %s/%s in %.2fs: %s", item.prompt_id, item.sample_index, delay, info.message)
+            delay = retry_delay(
+                info, attempts, base=config.backoff_base, cap=config.backoff_cap, rng=self.rng
+            )
+            logger.debug(
+                "retrying prompt %s/%s in %.2fs: %s",
+                item.prompt_id,
+                item.sample_index,
+                delay,
+                info.message,
+            )
             try:
                 await asyncio.wait_for(self.stop.wait(), timeout=delay)
             except TimeoutError:
@@ -307,7 +341,11 @@ class _Run:
             if len(self.buffer) >= self.config.flush_every:
                 self.flush_now.set()
 
-    async def feed(self, items: Iterable[WorkItem] | AsyncIterable[WorkItem], queue: asyncio.Queue[WorkItem | None]) -> None:
+    async def feed(
+        self,
+        items: Iterable[WorkItem] | AsyncIterable[WorkItem],
+        queue: asyncio.Queue[WorkItem | None],
+    ) -> None:
         if isinstance(items, AsyncIterable):
             async for item in items:
                 if self.stop.is_set():
@@ -348,7 +386,9 @@ class _Run:
         flush = asyncio.ensure_future(self.flush_now.wait())
         stop = asyncio.ensure_future(self.stop.wait())
         try:
-            await asyncio.wait({flush, stop, workers}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                {flush, stop, workers}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             flush.cancel()
             stop.cancel()

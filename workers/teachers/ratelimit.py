@@ -14,7 +14,11 @@ from collections.abc import Callable
 
 class TokenBucket:
     def __init__(
-        self, per_minute: float, *, burst_seconds: float = 2.0, clock: Callable[[], float] = time.monotonic
+        self,
+        per_minute: float,
+        *,
+        burst_seconds: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if per_minute <= 0:
             raise ValueError("per_minute must be positive")

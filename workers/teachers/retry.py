@@ -62,14 +62,18 @@ def _looks_like_date(value: str) -> bool:
         return False
 
 
-def backoff_delay(attempt: int, *, base: float, cap: float, rng: random.Random | None = None) -> float:
+def backoff_delay(
+    attempt: int, *, base: float, cap: float, rng: random.Random | None = None
+) -> float:
     """Exponential backoff with full jitter (AWS architecture blog): uniform(0, min(cap, base·2^(n-1)))."""
     rng = rng or random
     ceiling = min(cap, base * (2 ** max(0, attempt - 1)))
     return rng.uniform(0, ceiling)
 
 
-def retry_delay(info: ErrorInfo, attempt: int, *, base: float, cap: float, rng: random.Random | None = None) -> float:
+def retry_delay(
+    info: ErrorInfo, attempt: int, *, base: float, cap: float, rng: random.Random | None = None
+) -> float:
     """Wait at least what the server asked for; otherwise back off with jitter."""
     jitter = backoff_delay(attempt, base=base, cap=cap, rng=rng)
     if info.retry_after is not None:
@@ -111,7 +115,10 @@ def classify(exc: BaseException) -> ErrorInfo:
         retry_after = parse_retry_after(exc.response.headers)
         retryable = status in RETRYABLE_STATUS or status >= 500
         return ErrorInfo(
-            message, retryable=retryable, status=status, retry_after=retry_after,
+            message,
+            retryable=retryable,
+            status=status,
+            retry_after=retry_after,
             fatal_for_job=status in JOB_FATAL_STATUS,
         )
     if isinstance(exc, openai.APIResponseValidationError | json.JSONDecodeError | ValueError):

@@ -63,14 +63,20 @@ class Command(BaseCommand):
             user.save()
             Membership.objects.update_or_create(user=user, org=org, defaults={"role": Role.OWNER})
             project, created = Project.objects.get_or_create(
-                org=org, name="Demo project", defaults={"guidelines_md": GUIDELINES, "created_by": user}
+                org=org,
+                name="Demo project",
+                defaults={"guidelines_md": GUIDELINES, "created_by": user},
             )
             if not created and not project.guidelines_md:
                 project.guidelines_md = GUIDELINES
                 project.save(update_fields=["guidelines_md"])
             if not PromptSet.objects.filter(project=project).exists():
                 result = prompt_set_import(
-                    project=project, file=DEMO_PROMPTS, name="Demo prompts", heldout_fraction=0.1, seed=42,
+                    project=project,
+                    file=DEMO_PROMPTS,
+                    name="Demo prompts",
+                    heldout_fraction=0.1,
+                    seed=42,
                     created_by=user,
                 )
                 self.stdout.write(

@@ -26,7 +26,11 @@ class Command(BaseCommand):
                     rotated += 1
             except SecretDecryptionError:
                 failed += 1
-                self.stderr.write(f"teacher {teacher.pk} ({teacher.name}): no configured key decrypts it")
+                self.stderr.write(
+                    f"teacher {teacher.pk} ({teacher.name}): no configured key decrypts it"
+                )
         self.stdout.write(f"Re-encrypted {rotated} API key(s).")
         if failed:
-            raise CommandError(f"{failed} key(s) could not be decrypted with DISTILLERY_ENCRYPTION_KEYS.")
+            raise CommandError(
+                f"{failed} key(s) could not be decrypted with DISTILLERY_ENCRYPTION_KEYS."
+            )
