@@ -33,7 +33,7 @@ _MIX2 = np.uint64(0xC4CEB9FE1A85EC53)
 _S33 = np.uint64(33)
 _S32 = np.uint64(32)
 # Shingles in one block of the signature loop: small enough that a block stays in cache.
-_BLOCK = 1 << 19
+_BLOCK = 1 << 18
 # Buckets larger than this are linked as a chain, not all pairs (quadratic).
 _MAX_BUCKET_PAIRS = 64
 
@@ -123,15 +123,22 @@ def shingle_hashes(
     np.cumsum(counts[:-1], out=first[1:])
     window_start = np.repeat(text_start - first, counts) + np.arange(counts.sum(), dtype=np.int64)
     with np.errstate(over="ignore"):
-        # A rolling polynomial over contiguous slices of the whole array, then one gather.
+        # A polynomial over contiguous slices of the whole array, in cache-sized chunks, then
+        # one gather of the windows that lie inside a text.
         n = len(joined)
-        h = np.zeros(n, dtype=np.uint64)
-        for offset in range(shingle):
-            h *= _P
-            h += codepoints[offset : offset + n]
-        h *= _P
-        h >>= _S32
-        hashes = h.astype(np.uint32)[window_start]
+        at_position = np.empty(n, dtype=np.uint32)
+        h = np.empty(_BLOCK, dtype=np.uint64)
+        for lo in range(0, n, _BLOCK):
+            hi = min(lo + _BLOCK, n)
+            part = h[: hi - lo]
+            part.fill(0)
+            for offset in range(shingle):
+                part *= _P
+                part += codepoints[lo + offset : hi + offset]
+            part *= _P
+            part >>= _S32
+            at_position[lo:hi] = part
+        hashes = at_position[window_start]
         short = np.flatnonzero(lengths < shingle)
         for j in short:  # rare: texts shorter than one shingle
             n = int(lengths[j])
@@ -172,8 +179,11 @@ def minhash_signatures(
             start, stop = bounds[lo], bounds[hi]
             block = hv[start:stop]
             offsets = first[lo:hi] - start
+            buf = np.empty_like(block)
             for j in range(num_perm):
-                sigs[lo:hi, j] = np.minimum.reduceat(block * a[j] + b[j], offsets)
+                np.multiply(block, a[j], out=buf)
+                buf += b[j]
+                sigs[lo:hi, j] = np.minimum.reduceat(buf, offsets)
     return sigs
 
 

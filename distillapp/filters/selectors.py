@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -65,7 +66,7 @@ def _with_flag(qs: QuerySet[CompletionVerdict], flag: str) -> QuerySet[Completio
 def verdicts_for_project(
     *,
     project: Project,
-    states: list[str] | None = None,
+    states: Sequence[str] | None = None,
     flag: str | None = None,
     job_id: int | None = None,
     after_id: int | None = None,

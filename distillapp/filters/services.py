@@ -387,6 +387,8 @@ def _scope_verdicts(project: Project, job_id: int | None) -> Any:
 def _judge_teacher(project: Project, config: FilterConfig) -> tuple[Any, str]:
     from distillapp.generation.models import Teacher, TeacherKind
 
+    if config.judge_teacher_id is None:
+        return None, ""
     teacher = Teacher.objects.filter(
         pk=config.judge_teacher_id, project=project, kind=TeacherKind.OPENAI
     ).first()

@@ -18,7 +18,7 @@ from distillapp.core.http import HtmxHttpRequest, form_errors
 from distillapp.filters import config as C
 from distillapp.filters import services
 from distillapp.filters.access import completion_for_user
-from distillapp.filters.models import CompletionVerdict, VerdictState
+from distillapp.filters.models import CompletionVerdict, FilterRun, VerdictState
 from distillapp.filters.selectors import (
     filter_config_for_project,
     filter_run_latest,
@@ -162,6 +162,7 @@ def filter_run(request: HtmxHttpRequest, project_id: int) -> HttpResponse:
         if job is None:
             raise Http404("Not found.")
     error = ""
+    run: FilterRun | None
     try:
         run = services.filter_run_start(project=project, user=request.user, job=job)
     except ValidationError as exc:
@@ -173,7 +174,7 @@ def filter_run(request: HtmxHttpRequest, project_id: int) -> HttpResponse:
         )
     if error:
         messages.error(request, error)
-    else:
+    elif run is not None:
         messages.success(request, f"Filter run queued for the {run.scope_label}.")
     return redirect("filters_list", project_id=project.pk)
 

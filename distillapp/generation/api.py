@@ -25,8 +25,8 @@ router = Router(tags=["generation"])
 
 
 class Prices(Schema):
-    input_per_m: Decimal | float | str = 0
-    output_per_m: Decimal | float | str = 0
+    input_per_m: Decimal | float | str = "0"
+    output_per_m: Decimal | float | str = "0"
 
 
 class PricesPatch(Schema):

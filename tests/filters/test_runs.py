@@ -279,6 +279,9 @@ def test_the_judge_scores_passing_completions_and_filters_low_scores(job, judge,
         assert v.judge_score is None and v.state == VerdictState.PASSED
         assert v.reasons["judge"].startswith("The judge failed")
     assert _verdict(refused).judge_score is None  # filtered before the judge: no call paid
+    # The review queue's bulk filter ("judge >= 8 and no flags") is a plain query on both databases.
+    confident = CompletionVerdict.objects.filter(project=job.project, judge_score__gte=8, flags=[])
+    assert list(confident.values_list("completion_id", flat=True)) == [good.pk]
     assert len(judge_server.requests) == 5
     request = judge_server.requests[0]
     assert request["model"] == "judge-model" and request["temperature"] == 0
