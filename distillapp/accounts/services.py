@@ -25,6 +25,8 @@ def organization_create(*, name: str, owner: Any) -> Organization:
     name = name.strip()
     if not name:
         raise ValidationError({"name": "Give the organisation a name."})
+    if len(name) > 120:
+        raise ValidationError({"name": "Keep the name under 120 characters."})
     if Organization.objects.filter(name__iexact=name).exists():
         raise ValidationError({"name": "An organisation with this name already exists."})
     org = Organization.objects.create(name=name)

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import hashlib
+import sys
+import types
 
 import pytest
 
@@ -83,3 +85,12 @@ def api_teacher(project, fake_openai):
             "top_logprobs": 3,
         },
     )
+
+
+@pytest.fixture
+def filters_sent(monkeypatch):
+    sent: list[int] = []
+    fake = types.ModuleType("workers.tasks.filters")
+    fake.run_job_filters = types.SimpleNamespace(delay_on_commit=sent.append)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "workers.tasks.filters", fake)
+    return sent

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import sys
 import time
-import types
 from datetime import timedelta
 
 import pytest
@@ -17,15 +15,6 @@ from workers.engine import topk_format
 from workers.tasks.teacher import run_generation_job
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def filters_sent(monkeypatch):
-    sent: list[int] = []
-    fake = types.ModuleType("workers.tasks.filters")
-    fake.run_job_filters = types.SimpleNamespace(delay_on_commit=sent.append)  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "workers.tasks.filters", fake)
-    return sent
 
 
 def _run(job_id: int) -> str:
@@ -171,11 +160,18 @@ def test_an_unreachable_endpoint_fails_every_item_after_bounded_attempts(
 
 
 def test_a_job_whose_worker_died_is_taken_over_and_completed(
-    project, prompt_set, api_teacher, fast_retries, enqueued, filters_sent
+    project, prompt_set, api_teacher, fast_retries, enqueued, filters_sent, monkeypatch
 ) -> None:
+    rescheduled: list[tuple] = []
+    monkeypatch.setattr(
+        run_generation_job,
+        "apply_async",
+        lambda args, countdown: rescheduled.append((args, countdown)),
+    )
     job = _start(project, prompt_set, api_teacher)
     dead = services.generation_job_claim(job_id=job.pk)
-    assert _run(job.pk) == "busy"  # its heartbeat is fresh: hands off
+    assert _run(job.pk) == "busy"  # its heartbeat is fresh: hands off, and checks again later
+    assert rescheduled == [((job.pk,), 60)]
     GenerationJob.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now() - timedelta(hours=1))
     assert _run(job.pk) == "completed"
     job.refresh_from_db()

@@ -117,7 +117,7 @@ def test_the_fingerprint_covers_config_and_tokenizer(tiny_model_dir, tmp_path) -
 
 @pytest.mark.django_db(transaction=True)
 def test_a_local_teacher_job_runs_through_the_gpu_task(
-    project, prompt_set, tiny, tiny_model_dir, enqueued, settings
+    project, prompt_set, tiny, tiny_model_dir, enqueued, filters_sent
 ) -> None:
     from workers.tasks.gpu import run_local_generation_job
 
@@ -143,6 +143,7 @@ def test_a_local_teacher_job_runs_through_the_gpu_task(
     record = topk_format.decode(rows.first().topk)
     assert record.strings is None and record.k == 3 and record.num_tokens == 5
     assert run_local_generation_job.apply(args=(job.pk,)).get() == "ended"
+    assert filters_sent == [job.pk]
 
 
 @pytest.mark.django_db(transaction=True)
