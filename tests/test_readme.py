@@ -10,7 +10,8 @@ READS = re.compile(
     r"""(?:env_str|env_bool|env_int|env_list|os\.environ\.get|os\.getenv|os\.environ\.setdefault)\(\s*["']([A-Z][A-Z0-9_]+)["']"""
 )
 # Set by tooling rather than by users.
-NOT_USER_SETTINGS = {"DJANGO_SETTINGS_MODULE"}
+NOT_USER_SETTINGS = {"DJANGO_SETTINGS_MODULE", "RANK", "LOCAL_RANK", "WORLD_SIZE"}
+# (RANK and friends are set by torchrun / accelerate launch for multi-GPU training.)
 
 
 def test_every_environment_variable_is_documented():
