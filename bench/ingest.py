@@ -266,6 +266,9 @@ def main() -> None:
         subprocess.run(
             [sys.executable, str(ROOT / "manage.py"), "migrate", "-v0"], env=env, check=True
         )
+        if args.without_fts:
+            _admin(bench_url, "DROP INDEX prompt_text_fts", database=BENCH_DB)
+            print("DIAGNOSTIC RUN: full-text index prompt_text_fts dropped")
         with tempfile.TemporaryDirectory(prefix="distillery-bench-") as tmp:
             big, small = Path(tmp) / "prompts.jsonl", Path(tmp) / "prompts-small.jsonl"
             small_rows = max(args.rows // 4, 1)

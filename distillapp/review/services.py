@@ -17,7 +17,7 @@ from typing import Any
 from django.conf import settings as django_settings
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
-from django.db.models import F, Max, Q
+from django.db.models import F, Max, Min, Q
 from django.utils import timezone
 
 from distillapp.generation.models import Completion, CompletionStatus, GenerationJob
@@ -112,21 +112,34 @@ def review_queue_sync(*, project: Project, force: bool = False) -> int:
 
 
 def _insert_missing_items(project: Project) -> int:
-    """One INSERT … SELECT for every OK completion that has no item yet (no rows through Python)."""
+    """INSERT … SELECT every OK completion that has no item yet, in id ranges of _INSERT_RANGE so
+    each statement's deferred foreign-key checks stay small (one 1M-row statement was ~40× slower)."""
     item = ReviewItem._meta.db_table
     completion = Completion._meta.db_table
     job = GenerationJob._meta.db_table
+    bounds = Completion.objects.filter(job__project=project, status=CompletionStatus.OK).aggregate(
+        lo=Min("id"), hi=Max("id")
+    )
+    if bounds["lo"] is None:
+        return 0
     sql = (
         f"INSERT INTO {item} (completion_id, project_id, job_id, prompt_id, state, priority, reviews_count, created_at) "
         f"SELECT c.id, j.project_id, c.job_id, c.prompt_id, %s, 0, 0, %s FROM {completion} c "
         f"INNER JOIN {job} j ON j.id = c.job_id "
-        f"WHERE j.project_id = %s AND c.status = %s "
+        f"WHERE j.project_id = %s AND c.status = %s AND c.id >= %s AND c.id < %s "
         f"AND NOT EXISTS (SELECT 1 FROM {item} r WHERE r.completion_id = c.id) "
         f"ON CONFLICT (completion_id) DO NOTHING"
     )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [ItemState.OPEN, timezone.now(), project.pk, CompletionStatus.OK])
-        return max(cursor.rowcount, 0)
+    added = 0
+    now = timezone.now()
+    for lo in range(bounds["lo"], bounds["hi"] + 1, _INSERT_RANGE):
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(sql, [ItemState.OPEN, now, project.pk, CompletionStatus.OK, lo, lo + _INSERT_RANGE])
+            added += max(cursor.rowcount, 0)
+    return added
+
+
+_INSERT_RANGE = 20_000
 
 
 def _write_priorities(changed: list[tuple[int, float, str]]) -> None:
