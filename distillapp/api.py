@@ -80,9 +80,11 @@ def _bad_cursor(request: HttpRequest, exc: Exception) -> HttpResponse:
 
 
 @api.exception_handler(DataError)
+@api.exception_handler(OverflowError)
 def _bad_value(request: HttpRequest, exc: Exception) -> HttpResponse:
     # The database refused a value the schema let through (NUL bytes, out-of-range numbers,
-    # over-long strings): that is the caller's input, so 400, not 500.
+    # over-long strings; SQLite raises OverflowError for ids past 64 bits): that is the caller's
+    # input, so 400, not 500.
     return api.create_response(request, {"detail": "A value is not acceptable to the database."}, status=400)
 
 

@@ -7,7 +7,10 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 
 
 class DatabaseInputErrorMiddleware:
-    """A value the database refuses (NUL bytes, out-of-range numbers) is bad input: 400, not 500."""
+    """A value the database refuses (NUL bytes, out-of-range numbers) is bad input: 400, not 500.
+
+    SQLite raises OverflowError for integers past 64 bits, PostgreSQL a DataError.
+    """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
@@ -16,6 +19,6 @@ class DatabaseInputErrorMiddleware:
         return self.get_response(request)
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
-        if isinstance(exception, DataError):
+        if isinstance(exception, DataError | OverflowError):
             return HttpResponseBadRequest("A value in the request is not acceptable to the database.")
         return None

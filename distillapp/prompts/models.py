@@ -24,6 +24,10 @@ class PromptSet(models.Model):
     train_count = models.IntegerField(default=0)
     heldout_count = models.IntegerField(default=0)
     duplicates_dropped = models.IntegerField(default=0)
+    # Full-text search vectors (PostgreSQL) are filled after the import by a task; until every
+    # prompt has one, searches on the set also match the unindexed prompts the slow way.
+    search_indexed = models.BooleanField(default=False)
+    search_indexed_count = models.IntegerField(default=0)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True
     )
@@ -61,5 +65,7 @@ class Prompt(models.Model):
             ),
         ]
         # Keyset pages walk (prompt_set, id); a split filter is applied on the way. PostgreSQL also
-        # gets GIN indexes for full-text search and metadata (migration 0002, PostgreSQL only).
+        # has a `search_vector tsvector` column (not a Django field; filled after import by
+        # workers.tasks.prompts) with a GIN index, and a GIN index on metadata (migrations 0002
+        # and 0003, PostgreSQL only).
         indexes = [models.Index(fields=["prompt_set", "id"], name="prompt_set_id_keyset")]
