@@ -18,7 +18,9 @@ ARGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: while Playwright's sync API runs it keeps an event loop in this
+# thread, and later tests that call asyncio.run (the teacher runner) would fail.
+@pytest.fixture(scope="module")
 def browser():
     if not CHROMIUM.exists():
         pytest.skip(
