@@ -3,7 +3,9 @@
 Same tiny Llama (character tokenizer), same LoRA settings, same prompts and completions with
 realistic, skewed lengths, same batch size and step count. The baseline is the usual recipe:
 chat-formatted text, prompt labels masked, DataCollatorForSeq2Seq padding to the longest in the
-batch, Trainer's own loss. Tokens/s counts real (non-padding) tokens over Trainer.train's runtime.
+batch, Trainer's own loss. Tokens/s counts real (non-padding) tokens (attention-mask sum of the
+batches trained on) over the Trainer's train_runtime, on both sides. The engine's sft batches by
+length (group_by_length, its default) and its packing fills rows first-fit decreasing.
 
 Run: .venv/bin/python bench/train_throughput.py
 """
@@ -36,7 +38,7 @@ from workers.engine.config import TrainConfig  # noqa: E402
 from workers.engine.toy import char_tokenizer, tiny_llama  # noqa: E402
 from workers.engine.train import train  # noqa: E402
 
-STEPS, BATCH, MAX_LEN, REPEATS = 30, 8, 512, 2
+STEPS, BATCH, MAX_LEN, REPEATS = 30, 8, 512, 3
 MODEL = {"hidden": 64, "layers": 2, "heads": 2, "intermediate": 256}
 LORA = {"lora_r": 8, "lora_alpha": 16, "lora_dropout": 0.05}
 

@@ -15,6 +15,8 @@ import unicodedata
 from collections.abc import Iterable, Iterator
 from typing import IO, Any, NamedTuple
 
+import orjson
+
 MAX_ERRORS = 20
 MAX_PROMPT_CHARS = 200_000  # keeps every prompt well inside PostgreSQL's tsvector limit
 MAX_ID_CHARS = 255
@@ -79,7 +81,13 @@ class ErrorLog:
 
 def normalise(text: str) -> str:
     """The text two prompts are compared by: NFKC, whitespace collapsed, stripped."""
-    return " ".join(unicodedata.normalize("NFKC", text).split())
+    if text.isascii():  # already NFKC (isascii is O(1) on str)
+        # Printable ASCII has no whitespace but " ": most prompts need no collapsing at all.
+        if text.isprintable() and "  " not in text and text[:1] != " " and text[-1:] != " ":
+            return text
+    else:
+        text = unicodedata.normalize("NFKC", text)
+    return " ".join(text.split())
 
 
 def canonical_text(messages: list[dict[str, str]]) -> str:
@@ -226,6 +234,7 @@ def _reject_constant(name: str) -> Any:
 
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 _decode = _DECODER.decode
+_fast_loads = orjson.loads
 
 
 def _utf8_problem(exc: UnicodeDecodeError) -> str:
@@ -277,19 +286,22 @@ def read_jsonl(fh: IO[bytes], errors: ErrorLog, *, seed: int, threshold: int) ->
         if not raw or raw.isspace():
             continue
         try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            errors.add(line_no, _utf8_problem(exc))
-            if errors.full:
-                return
-            continue
-        try:
-            obj = _decode(line)
-        except (ValueError, RecursionError) as exc:
-            errors.add(line_no, f"invalid JSON: {exc}")
-            if errors.full:
-                return
-            continue
+            obj = _fast_loads(raw)  # orjson: validates UTF-8 and refuses NaN/Infinity itself
+        except orjson.JSONDecodeError:
+            # The slow path only for lines orjson refuses: the standard library's messages, and
+            # what it accepts beyond orjson (integers over 64 bits, lone surrogates checked below).
+            try:
+                obj = _decode(raw.decode("utf-8"))
+            except UnicodeDecodeError as exc:
+                errors.add(line_no, _utf8_problem(exc))
+                if errors.full:
+                    return
+                continue
+            except (ValueError, RecursionError) as exc:
+                errors.add(line_no, f"invalid JSON: {exc}")
+                if errors.full:
+                    return
+                continue
         if not isinstance(obj, dict):
             errors.add(
                 line_no,
@@ -299,8 +311,8 @@ def read_jsonl(fh: IO[bytes], errors: ErrorLog, *, seed: int, threshold: int) ->
                 return
             continue
         if (
-            ("\\u" in line or "\\U" in line)
-            and ("\\u0000" in line or "\\ud" in line.lower())
+            b"\\u" in raw
+            and (b"\\u0000" in raw or b"\\ud" in raw or b"\\uD" in raw)
             and _has_bad_text(obj)
         ):
             errors.add(line_no, "contains a NUL character or an unpaired surrogate escape")

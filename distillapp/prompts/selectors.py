@@ -21,8 +21,15 @@ from distillapp.prompts.models import Prompt, PromptSet, Split
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
 MAX_QUERY_CHARS = 500
-# Must match the expression of the GIN index created by migration 0002 (PostgreSQL only).
-FTS_MATCH_SQL = "to_tsvector('english'::regconfig, \"prompts_prompt\".\"text\") @@ websearch_to_tsquery('english'::regconfig, %s)"
+# PostgreSQL: `search_vector` is filled after an import by workers.tasks.prompts (GIN-indexed,
+# migration 0003). Until a set is fully indexed, its prompts without a vector are matched by computing
+# the same vector on the fly, so results are never missing, only slower.
+FTS_QUERY_SQL = "websearch_to_tsquery('english'::regconfig, %s)"
+FTS_MATCH_SQL = f'"prompts_prompt"."search_vector" @@ {FTS_QUERY_SQL}'
+FTS_MATCH_UNINDEXED_SQL = (
+    f'({FTS_MATCH_SQL} OR ("prompts_prompt"."search_vector" IS NULL'
+    f""" AND to_tsvector('english'::regconfig, "prompts_prompt"."text") @@ {FTS_QUERY_SQL}))"""
+)
 
 
 class HeldOutPromptError(Exception):
@@ -34,13 +41,19 @@ def _clean(value: str | None) -> str:
     return (value or "").replace("\x00", "").strip()[:MAX_QUERY_CHARS]
 
 
-def search(qs: QuerySet[Prompt], q: str | None) -> QuerySet[Prompt]:
-    """Full-text search (PostgreSQL, GIN-indexed) or case-insensitive substring (SQLite)."""
+def search(qs: QuerySet[Prompt], q: str | None, *, indexed: bool = False) -> QuerySet[Prompt]:
+    """Full-text search (PostgreSQL) or case-insensitive substring (SQLite).
+
+    `indexed`: every prompt in `qs` has its search vector (PromptSet.search_indexed), so only the
+    GIN index is asked; otherwise prompts still waiting for theirs are matched the slow way.
+    """
     q = _clean(q)
     if not q:
         return qs
     if connection.vendor == "postgresql":
-        return qs.filter(RawSQL(FTS_MATCH_SQL, [q], output_field=BooleanField()))
+        if indexed:
+            return qs.filter(RawSQL(FTS_MATCH_SQL, [q], output_field=BooleanField()))
+        return qs.filter(RawSQL(FTS_MATCH_UNINDEXED_SQL, [q, q], output_field=BooleanField()))
     return qs.filter(text__icontains=q)
 
 
@@ -82,10 +95,17 @@ def prompts_for_generation(
     The split filter is applied last, after any narrowing, so no argument can widen it.
     """
     qs = Prompt.objects.filter(prompt_set=prompt_set)
-    qs = search(qs, q)
+    qs = search(qs, q, indexed=bool(q) and _search_indexed(prompt_set))
     for key, value in (metadata or {}).items():
         qs = metadata_filter(qs, str(key), None if value is None else str(value))
     return qs.filter(split=Split.TRAIN).order_by("id")
+
+
+def _search_indexed(prompt_set: PromptSet) -> bool:
+    """Read fresh: the instance may predate the indexing task's last update."""
+    if prompt_set.search_indexed or connection.vendor != "postgresql":
+        return True
+    return PromptSet.objects.filter(pk=prompt_set.pk, search_indexed=True).exists()
 
 
 def ensure_trainable(prompt_ids: Iterable[int]) -> None:
@@ -146,7 +166,8 @@ def prompt_set_prompts(
         qs = qs.filter(id__gt=after)
     if split in Split.values:
         qs = qs.filter(split=split)
-    qs = metadata_filter(search(qs, q), meta_key, meta_value)
+    indexed = bool(q) and _search_indexed(prompt_set)
+    qs = metadata_filter(search(qs, q, indexed=indexed), meta_key, meta_value)
     items = list(qs.order_by("id")[: limit + 1])
     next_cursor = encode_cursor(items[limit - 1].pk) if len(items) > limit else None
     return PromptPage(items=items[:limit], next_cursor=next_cursor)

@@ -134,7 +134,9 @@ def _insert_missing_items(project: Project) -> int:
     now = timezone.now()
     for lo in range(bounds["lo"], bounds["hi"] + 1, _INSERT_RANGE):
         with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(sql, [ItemState.OPEN, now, project.pk, CompletionStatus.OK, lo, lo + _INSERT_RANGE])
+            cursor.execute(
+                sql, [ItemState.OPEN, now, project.pk, CompletionStatus.OK, lo, lo + _INSERT_RANGE]
+            )
             added += max(cursor.rowcount, 0)
     return added
 

@@ -28,6 +28,7 @@ class TrainConfig:
     grad_accum: int = 1
     max_length: int = 1024
     packing: bool = False  # sft only
+    group_by_length: bool = True  # batches of similar lengths (less padding); ignored with packing
     strip_reasoning: bool = False  # drop a leading <think>…</think> block from the targets
     temperature: float = 2.0
     alpha: float = 0.5  # weight of the KD term; 1 - alpha goes to cross-entropy

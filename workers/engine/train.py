@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
+from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.trainer_utils import get_last_checkpoint
 
 from workers.engine.callbacks import (
@@ -46,13 +47,37 @@ class RunStateError(RuntimeError):
 class DistillTrainer(Trainer):
     """Trainer whose loss is CE on shifted targets, plus α·T²·KL over stored top-k for KD."""
 
-    def __init__(self, *args: Any, alpha: float, temperature: float, meter: TokenMeter, **kw: Any):
+    def __init__(
+        self,
+        *args: Any,
+        alpha: float,
+        temperature: float,
+        meter: TokenMeter,
+        group_by_length: bool = False,
+        **kw: Any,
+    ):
         super().__init__(*args, **kw)
         self.alpha = alpha
         self.temperature = temperature
         self.meter = meter
+        self.group_by_length = group_by_length
         # Our loss is a per-micro-batch mean, so the Trainer divides it for gradient accumulation.
         self.loss_is_scaled_for_ga = False
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+        """Length-grouped batches (HF's LengthGroupedSampler, fed our lengths) cut padding.
+
+        Batches are drawn from random megabatches of 50 batches sorted by length, so the order
+        stays random while each batch holds similar lengths; the Trainer seeds it like the default
+        random sampler, so a resumed run skips the same batches.
+        """
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if not self.group_by_length or not isinstance(dataset, SequenceDataset):
+            return super()._get_train_sampler(train_dataset)
+        return LengthGroupedSampler(
+            self.args.train_batch_size * self.args.gradient_accumulation_steps,
+            lengths=[len(s.input_ids) for s in dataset.sequences],
+        )
 
     def compute_loss(
         self,
@@ -251,10 +276,14 @@ def train(
         alpha=config.alpha,
         temperature=config.temperature,
         meter=meter,
+        group_by_length=config.group_by_length and not config.packing,
     )
     started = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=resume_from)
     runtime = time.perf_counter() - started
+    # Tokens/s over the training loop proper (the Trainer's train_runtime), as a plain Trainer
+    # reports it: without the dataloader and optimizer set-up that precede it.
+    loop_s = float(output.metrics.get("train_runtime") or runtime)
     state = trainer.state
     losses = [h["loss"] for h in state.log_history if "loss" in h]
     evals = [h["eval_loss"] for h in state.log_history if "eval_loss" in h]
@@ -267,7 +296,7 @@ def train(
         train_loss=losses[-1] if losses else output.training_loss,
         eval_loss=evals[-1] if evals else None,
         runtime_s=round(runtime, 3),
-        tokens_per_s=round(meter.tokens / runtime, 1) if runtime > 0 else 0.0,
+        tokens_per_s=round(meter.tokens / loop_s, 1) if loop_s > 0 else 0.0,
         tokens_seen=meter.tokens,
         truncation=report.as_dict(),
         checkpoint=os.path.join(config.out, "checkpoints", f"checkpoint-{state.global_step}")
