@@ -42,6 +42,12 @@ USING_POSTGRES = os.environ.get("DATABASE_URL", "").startswith(("postgres://", "
 USING_REDIS = os.environ.get("CELERY_BROKER_URL", "").startswith("redis://")
 
 
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    # The real hasher costs ~0.3 s per user on these machines; tests create many users.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def org(db):
     return OrganizationFactory(name="Acme")

@@ -387,3 +387,17 @@ def test_two_jobs_filtered_in_either_order_keep_the_same_one_of_a_shared_answer(
     run_job_filters.run(job.pk)
     assert _verdict(first).state == VerdictState.PASSED
     assert _verdict(second).flags == ["exact_duplicate"]
+
+
+@pytest.mark.django_db
+def test_a_filter_run_refreshes_the_review_queue(job):
+    from distillapp.review.models import ItemState, ReviewItem
+
+    good = _completion(job, LONG)
+    empty = _completion(job, "   ")
+
+    run_job_filters.run(job.pk)
+
+    states = dict(ReviewItem.objects.values_list("completion_id", "state"))
+    assert states.get(good.pk) == ItemState.OPEN
+    assert states.get(empty.pk) in (None, ItemState.EXCLUDED)

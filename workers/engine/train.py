@@ -98,6 +98,7 @@ class DistillTrainer(Trainer):
         if topk_ids is None:
             loss = masked_cross_entropy(logits, targets)
         else:
+            assert topk_lp is not None and kd_mask is not None  # the KD collator adds all three
             loss = self.alpha * kd_loss(logits, topk_ids, topk_lp, kd_mask, self.temperature)
             if self.alpha < 1.0:
                 loss = loss + (1.0 - self.alpha) * masked_cross_entropy(logits, targets)

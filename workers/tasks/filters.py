@@ -9,6 +9,16 @@ from workers.app import app
 logger = logging.getLogger(__name__)
 
 
+def _refresh_review_queue(project_id: int) -> None:
+    """New verdicts change what is reviewable and its priority: re-sync the project's queue."""
+    from distillapp.projects.models import Project
+    from distillapp.review.services import review_queue_sync
+
+    project = Project.objects.filter(pk=project_id).first()
+    if project is not None:
+        review_queue_sync(project=project, force=True)
+
+
 @app.task(
     name="workers.tasks.filters.run_job_filters",
     acks_late=True,
@@ -26,7 +36,9 @@ def run_job_filters(job_id: int) -> int | None:
     if job is None:
         logger.info("run_job_filters: job %s no longer exists", job_id)
         return None
-    return filters_run_for_job(job=job).pk
+    run = filters_run_for_job(job=job)
+    _refresh_review_queue(job.project_id)
+    return run.pk
 
 
 @app.task(
@@ -42,4 +54,7 @@ def execute_filter_run(run_id: int) -> int | None:
     from distillapp.filters.services import filter_run_execute
 
     run = filter_run_execute(run_id=run_id)
-    return run.pk if run else None
+    if run is None:
+        return None
+    _refresh_review_queue(run.project_id)
+    return run.pk
