@@ -14,6 +14,12 @@ from distillapp.accounts.selectors import SESSION_ORG_KEY, api_tokens_for_user, 
 from distillapp.core.http import HtmxHttpRequest, form_errors
 
 
+def _flash_errors(request: HtmxHttpRequest, exc: ValidationError) -> None:
+    for msgs in form_errors(exc).values():
+        for msg in msgs:
+            messages.error(request, msg)
+
+
 @login_required
 @require_POST
 def org_switch(request: HtmxHttpRequest) -> HttpResponse:
@@ -82,9 +88,7 @@ def org_member_add(request: HtmxHttpRequest, org_id: int) -> HttpResponse:
             actor_membership=actor,
         )
     except ValidationError as exc:
-        for msgs in form_errors(exc).values():
-            for msg in msgs:
-                messages.error(request, msg)
+        _flash_errors(request, exc)
     else:
         messages.success(
             request, f"Added {added.user.username} as {added.get_role_display().lower()}."
@@ -104,9 +108,7 @@ def org_member_role(request: HtmxHttpRequest, org_id: int, username: str) -> Htt
             membership=membership, role=request.POST.get("role", ""), actor_membership=actor
         )
     except ValidationError as exc:
-        for msgs in form_errors(exc).values():
-            for msg in msgs:
-                messages.error(request, msg)
+        _flash_errors(request, exc)
     else:
         messages.success(request, f"{username} is now {membership.get_role_display().lower()}.")
     return redirect("org_members", org_id=org_id)
@@ -120,9 +122,7 @@ def org_member_remove(request: HtmxHttpRequest, org_id: int, username: str) -> H
     try:
         services.membership_remove(membership=membership, actor_membership=actor)
     except ValidationError as exc:
-        for msgs in form_errors(exc).values():
-            for msg in msgs:
-                messages.error(request, msg)
+        _flash_errors(request, exc)
     else:
         messages.success(request, f"Removed {username}.")
     return redirect("org_members", org_id=org_id)

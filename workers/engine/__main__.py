@@ -33,6 +33,12 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     p.add_argument("--max-length", type=int, default=1024)
     p.add_argument("--packing", action="store_true")
     p.add_argument(
+        "--no-group-by-length",
+        dest="group_by_length",
+        action="store_false",
+        help="keep the data order instead of batching examples of similar length (less padding)",
+    )
+    p.add_argument(
         "--strip-reasoning", action="store_true", help="drop <think>…</think> from targets"
     )
     p.add_argument("--temperature", type=float, default=2.0)
@@ -71,6 +77,7 @@ def _run_train(args: argparse.Namespace) -> int:
         grad_accum=args.grad_accum,
         max_length=args.max_length,
         packing=args.packing,
+        group_by_length=args.group_by_length,
         strip_reasoning=args.strip_reasoning,
         temperature=args.temperature,
         alpha=args.alpha,
