@@ -333,6 +333,7 @@ def create_job(request: HttpRequest, project_id: int, payload: JobIn) -> tuple[i
         errors["teacher_id"] = ["No such teacher in this project."]
     if errors:
         raise ValidationError(errors)
+    assert prompt_set is not None and teacher is not None  # otherwise errors was raised above
     job = services.generation_job_start(
         project=project,
         prompt_set=prompt_set,

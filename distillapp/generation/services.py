@@ -527,10 +527,10 @@ def generation_job_claim(*, job_id: int, stale_after: float | None = None) -> Cl
     base.filter(status=JobStatus.CANCELLING).filter(
         Q(heartbeat_at__lt=stale) | Q(heartbeat_at__isnull=True)
     ).update(status=JobStatus.CANCELLED, finished_at=now, claim_token="", message="Cancelled.")
-    job = base.first()
-    if job is not None and job.status in (JobStatus.RUNNING, JobStatus.CANCELLING):
-        return Claim(ClaimState.BUSY, job)
-    return Claim(ClaimState.ENDED, job)
+    current = base.first()
+    if current is not None and current.status in (JobStatus.RUNNING, JobStatus.CANCELLING):
+        return Claim(ClaimState.BUSY, current)
+    return Claim(ClaimState.ENDED, current)
 
 
 def _job_total(job: GenerationJob) -> int:
@@ -631,7 +631,7 @@ def generation_job_write_results(*, job_id: int, token: str, results: list[ItemR
             if (row[0], row[1]) in by_key
         }
         rows = []
-        delta = {
+        delta: dict[str, Any] = {
             "done": 0,
             "failed": 0,
             "prompt_tokens": 0,

@@ -230,12 +230,19 @@ def job_launch(request: HtmxHttpRequest, project_id: int) -> HttpResponse:
     values: dict[str, Any] = request.GET.dict()
     if request.method == "POST":
         values = request.POST.dict()
-        prompt_set = PromptSet.objects.filter(
-            pk=_int(request.POST.get("prompt_set")), project=project
-        ).first()
-        teacher = Teacher.objects.filter(
-            pk=_int(request.POST.get("teacher")), project=project
-        ).first()
+        prompt_set_id = _int(request.POST.get("prompt_set"))
+        teacher_id = _int(request.POST.get("teacher"))
+        # pk=None can match no row, so a missing/invalid id is simply "not found".
+        prompt_set = (
+            PromptSet.objects.filter(pk=prompt_set_id, project=project).first()
+            if prompt_set_id is not None
+            else None
+        )
+        teacher = (
+            Teacher.objects.filter(pk=teacher_id, project=project).first()
+            if teacher_id is not None
+            else None
+        )
         if prompt_set is None:
             errors["prompt_set"] = ["Choose a prompt set."]
         if teacher is None:

@@ -53,7 +53,8 @@ def review_settings(project: Any) -> ReviewSettings:
     reasons = [str(r) for r in raw.get("reasons") or DEFAULT_REASONS if str(r).strip()][
         :MAX_REASONS
     ]
-    order = raw.get("order") if raw.get("order") in ORDERS else "uncertain"
+    raw_order = raw.get("order")
+    order = raw_order if isinstance(raw_order, str) and raw_order in ORDERS else "uncertain"
     return ReviewSettings(
         reasons=reasons or list(DEFAULT_REASONS),
         overlap=max(1, min(MAX_OVERLAP, int(raw.get("overlap") or 1))),

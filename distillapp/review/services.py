@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -51,7 +51,9 @@ def reviewable_q(prefix: str = "completion__") -> Q:
 # --- sync --------------------------------------------------------------------------------------
 
 
-def _uncertainty(row: dict[str, Any], siblings: list[dict[str, Any]], threshold: float) -> float:
+def _uncertainty(
+    row: Mapping[str, Any], siblings: Sequence[Mapping[str, Any]], threshold: float
+) -> float:
     """Higher means a human's look is worth more: judge near its threshold, flags, sample disagreement,
     low teacher log-prob."""
     u = 0.0

@@ -175,6 +175,9 @@ class FakeOpenAI:
 def _make_handler(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # http.server writes headers and body in separate sends; with Nagle on, the client's
+        # delayed ACK stalls every response ~40 ms. Real servers (uvicorn, vLLM) set TCP_NODELAY.
+        disable_nagle_algorithm = True
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
             pass

@@ -78,10 +78,11 @@ class LocalSettings:
     @classmethod
     def from_decoding(cls, d: dict[str, Any]) -> LocalSettings:
         stop = d.get("stop") or ()
+        top_p = d.get("top_p")
         return cls(
             max_new_tokens=int(d.get("max_tokens") or 256),
             temperature=float(d.get("temperature") or 0.0),
-            top_p=float(d.get("top_p") if d.get("top_p") is not None else 1.0),
+            top_p=float(top_p if top_p is not None else 1.0),
             top_logprobs=int(d.get("top_logprobs") or 0),
             stop=(stop,) if isinstance(stop, str) else tuple(stop),
             seed=d.get("seed"),
@@ -160,7 +161,8 @@ def load(model_path: str, *, device: str = "auto", dtype: str = "auto") -> Local
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=resolve_dtype(dtype, dev))
-    model.to(dev)
+    # transformers wraps .to() with functools.wraps(nn.Module.to), which hides the bound self from mypy.
+    model.to(dev)  # type: ignore[arg-type]
     model.eval()
     return LocalModel(model=model, tokenizer=tokenizer, device=dev, path=model_path)
 
@@ -264,6 +266,8 @@ def generate_batch(
             token_ids=ids,
         )
         if chosen_all is not None and length:
+            # All three are filled together above.
+            assert topk_ids_all is not None and topk_lps_all is not None
             result.chosen_logprobs = [float(x) for x in chosen_all[row, :length].tolist()]
             result.topk_ids = topk_ids_all[row, :length]
             result.topk_logprobs = topk_lps_all[row, :length]

@@ -28,6 +28,7 @@ class Generated:
 def load_for_inference(model_dir: str) -> tuple[Any, Any]:
     """A full model folder, or a LoRA output folder (loaded with its base through peft)."""
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model: torch.nn.Module
     if os.path.exists(os.path.join(model_dir, "adapter_config.json")):
         from peft import PeftModel
 

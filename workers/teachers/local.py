@@ -4,6 +4,7 @@ generate in batches, write each batch, check for cancel between batches, finish.
 from __future__ import annotations
 
 import logging
+import types
 from decimal import Decimal
 
 from distillapp.generation import selectors, services
@@ -81,13 +82,13 @@ def run_local_job(job_id: int) -> str:
     return outcome.value
 
 
-def _generate(job: GenerationJob, token: str, generate_local: object) -> RunOutcome:
+def _generate(job: GenerationJob, token: str, generate_local: types.ModuleType) -> RunOutcome:
     gl = generate_local
     snap = job.teacher_snapshot
     lm = gl.load(
         snap["model_path"], device=snap.get("device") or "auto", dtype=snap.get("dtype") or "auto"
-    )  # type: ignore[attr-defined]
-    settings = gl.LocalSettings.from_decoding(snap.get("decoding") or {})  # type: ignore[attr-defined]
+    )
+    settings = gl.LocalSettings.from_decoding(snap.get("decoding") or {})
     batch_size = int(snap.get("batch_size") or 16)
     stopped = False
 
@@ -102,7 +103,7 @@ def _generate(job: GenerationJob, token: str, generate_local: object) -> RunOutc
             for item in page:
                 yield gl.LocalRequest(
                     key=(item.prompt_id, item.sample_index), messages=item.messages
-                )  # type: ignore[attr-defined]
+                )
             after = last
 
     def should_stop() -> bool:
@@ -118,5 +119,5 @@ def _generate(job: GenerationJob, token: str, generate_local: object) -> RunOutc
 
     gl.generate_all(
         lm, requests(), settings, batch_size=batch_size, on_batch=on_batch, should_stop=should_stop
-    )  # type: ignore[attr-defined]
+    )
     return RunOutcome.STOPPED if stopped else RunOutcome.COMPLETED

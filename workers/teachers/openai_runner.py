@@ -372,9 +372,11 @@ class _Run:
             await self._wake(workers, timeout)
             self.flush_now.clear()
             await self.flush()
-            if self.control is not None and loop.time() >= next_poll:
+            if loop.time() >= next_poll:
+                # Always move the deadline on: without a control callable a stale deadline would
+                # make every wait time out at once and spin the loop.
                 next_poll = loop.time() + self.config.poll_interval
-                if not await self.control():
+                if self.control is not None and not await self.control():
                     self.stop.set()
             if self.stop.is_set() and not workers.done():
                 workers.cancel()

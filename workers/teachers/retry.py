@@ -66,9 +66,9 @@ def backoff_delay(
     attempt: int, *, base: float, cap: float, rng: random.Random | None = None
 ) -> float:
     """Exponential backoff with full jitter (AWS architecture blog): uniform(0, min(cap, base·2^(n-1)))."""
-    rng = rng or random
+    gen = rng or random
     ceiling = min(cap, base * (2 ** max(0, attempt - 1)))
-    return rng.uniform(0, ceiling)
+    return gen.uniform(0, ceiling)
 
 
 def retry_delay(
