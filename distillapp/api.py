@@ -85,7 +85,9 @@ def _bad_value(request: HttpRequest, exc: Exception) -> HttpResponse:
     # The database refused a value the schema let through (NUL bytes, out-of-range numbers,
     # over-long strings; SQLite raises OverflowError for ids past 64 bits): that is the caller's
     # input, so 400, not 500.
-    return api.create_response(request, {"detail": "A value is not acceptable to the database."}, status=400)
+    return api.create_response(
+        request, {"detail": "A value is not acceptable to the database."}, status=400
+    )
 
 
 @api.exception_handler(HttpError)

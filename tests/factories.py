@@ -120,7 +120,9 @@ class CompletionVerdictFactory(factory.django.DjangoModelFactory):
     project = factory.SelfAttribute("completion.job.project")
     state = "filtered"
     flags = factory.LazyFunction(lambda: ["refusal"])
-    reasons = factory.LazyFunction(lambda: {"refusal": "Contains the refusal phrase “I'm sorry, but I can't”."})
+    reasons = factory.LazyFunction(
+        lambda: {"refusal": "Contains the refusal phrase “I'm sorry, but I can't”."}
+    )
 
 
 class FilterRunFactory(factory.django.DjangoModelFactory):

@@ -20,5 +20,7 @@ class DatabaseInputErrorMiddleware:
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if isinstance(exception, DataError | OverflowError):
-            return HttpResponseBadRequest("A value in the request is not acceptable to the database.")
+            return HttpResponseBadRequest(
+                "A value in the request is not acceptable to the database."
+            )
         return None
