@@ -14,7 +14,7 @@ import distillapp.urls  # every view, the API and the task modules they enqueue 
 from django.urls import get_resolver
 get_resolver().url_patterns
 for module in pkgutil.walk_packages(distillapp.__path__, "distillapp."):
-    if ".migrations" in module.name or module.name.endswith("management.commands.rundev"):
+    if ".migrations" in module.name:
         continue
     importlib.import_module(module.name)
 heavy = sorted(m for m in ("torch", "transformers", "peft", "accelerate") if m in sys.modules)

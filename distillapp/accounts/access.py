@@ -51,6 +51,26 @@ def get_project_for_user(
     return project, membership
 
 
+def get_completion_for_user(
+    user: Any, completion_id: int, role: str = Role.VIEWER
+) -> tuple[Any, Membership]:
+    """A completion (with its job, project and prompt) checked against the user's role.
+
+    Completions reach their project through their job, so get_scoped_object does not fit them.
+    """
+    from distillapp.generation.models import Completion
+
+    completion = (
+        Completion.objects.select_related("job__project__org", "prompt")
+        .filter(pk=completion_id)
+        .first()
+    )
+    if completion is None:
+        raise Http404("Not found.")
+    membership = require_role(membership_for(user, completion.job.project.org_id), role)
+    return completion, membership
+
+
 def get_scoped_object(
     user: Any, queryset: Any, pk: int, role: str = Role.VIEWER
 ) -> tuple[Any, Membership]:

@@ -11,7 +11,7 @@ from distillapp.accounts import services
 from distillapp.accounts.access import get_org_for_user, membership_for
 from distillapp.accounts.models import Membership, Role, role_at_least
 from distillapp.accounts.selectors import SESSION_ORG_KEY, api_tokens_for_user, org_members
-from distillapp.core.http import HtmxHttpRequest, form_errors
+from distillapp.core.http import HtmxHttpRequest, form_errors, parse_int
 
 
 def _flash_errors(request: HtmxHttpRequest, exc: ValidationError) -> None:
@@ -23,11 +23,7 @@ def _flash_errors(request: HtmxHttpRequest, exc: ValidationError) -> None:
 @login_required
 @require_POST
 def org_switch(request: HtmxHttpRequest) -> HttpResponse:
-    try:
-        org_id = int(request.POST.get("org_id", ""))
-    except ValueError:
-        org_id = 0
-    membership = membership_for(request.user, org_id)
+    membership = membership_for(request.user, parse_int(request.POST.get("org_id")) or 0)
     if membership is None:
         messages.error(request, "You are not a member of that organisation.")
     else:

@@ -23,3 +23,18 @@ def form_errors(exc: object) -> dict[str, list[str]]:
     if message_dict is not None:
         return dict(message_dict)
     return {"__all__": list(getattr(exc, "messages", [str(exc)]))}
+
+
+def parse_int(value: object) -> int | None:
+    """A form or query value as an int, or None when it is missing or not a number."""
+    try:
+        return int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return None
+
+
+def parse_float(value: object) -> float | None:
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None

@@ -6,11 +6,10 @@ from typing import Any
 from django.http import Http404, HttpRequest
 from ninja import Body, Router, Schema, Status
 
-from distillapp.accounts.access import get_project_for_user
+from distillapp.accounts.access import get_completion_for_user, get_project_for_user
 from distillapp.accounts.models import Role
 from distillapp.core.cursor import decode_cursor, encode_cursor
 from distillapp.filters import services
-from distillapp.filters.access import completion_for_user
 from distillapp.filters.config import FILTER_NAMES
 from distillapp.filters.models import CompletionVerdict, FilterRun, VerdictState
 from distillapp.filters.selectors import (
@@ -164,7 +163,7 @@ def list_verdicts(
 @router.get("/completions/{completion_id}/verdict", response=VerdictOut | None)
 def get_verdict(request: HttpRequest, completion_id: int) -> VerdictOut | None:
     """The filters' verdict on a completion; null until the filters have checked it."""
-    completion, _m = completion_for_user(request.user, completion_id)
+    completion, _m = get_completion_for_user(request.user, completion_id)
     verdict = (
         CompletionVerdict.objects.select_related("restored_by")
         .filter(completion=completion)
@@ -176,11 +175,11 @@ def get_verdict(request: HttpRequest, completion_id: int) -> VerdictOut | None:
 @router.post("/completions/{completion_id}/review/restore", response=VerdictOut)
 def restore(request: HttpRequest, completion_id: int) -> VerdictOut:
     """Keep a filtered-out completion (reviewers and up). Flags and reasons stay."""
-    completion, _m = completion_for_user(request.user, completion_id, Role.REVIEWER)
+    completion, _m = get_completion_for_user(request.user, completion_id, Role.REVIEWER)
     return _verdict_out(services.verdict_restore(completion=completion, user=request.user))
 
 
 @router.post("/completions/{completion_id}/review/unrestore", response=VerdictOut)
 def unrestore(request: HttpRequest, completion_id: int) -> VerdictOut:
-    completion, _m = completion_for_user(request.user, completion_id, Role.REVIEWER)
+    completion, _m = get_completion_for_user(request.user, completion_id, Role.REVIEWER)
     return _verdict_out(services.verdict_unrestore(completion=completion, user=request.user))

@@ -11,13 +11,12 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
-from distillapp.accounts.access import get_project_for_user
+from distillapp.accounts.access import get_completion_for_user, get_project_for_user
 from distillapp.accounts.models import Role, role_at_least
 from distillapp.core.cursor import InvalidCursor, decode_cursor, encode_cursor
 from distillapp.core.http import HtmxHttpRequest, form_errors
 from distillapp.filters import config as C
 from distillapp.filters import services
-from distillapp.filters.access import completion_for_user
 from distillapp.filters.models import CompletionVerdict, FilterRun, VerdictState
 from distillapp.filters.selectors import (
     filter_config_for_project,
@@ -195,7 +194,7 @@ def filter_progress(request: HtmxHttpRequest, project_id: int) -> HttpResponse:
 
 
 def _verdict_action(request: HtmxHttpRequest, completion_id: int, *, restore: bool) -> HttpResponse:
-    completion, membership = completion_for_user(request.user, completion_id, Role.REVIEWER)
+    completion, membership = get_completion_for_user(request.user, completion_id, Role.REVIEWER)
     project = completion.job.project
     try:
         if restore:

@@ -14,7 +14,7 @@ from django_htmx.http import HttpResponseStopPolling
 
 from distillapp.accounts.access import get_project_for_user, get_scoped_object
 from distillapp.accounts.models import Role, role_at_least
-from distillapp.core.http import HtmxHttpRequest
+from distillapp.core.http import HtmxHttpRequest, parse_int
 from distillapp.core.http import form_errors as _form_errors
 from distillapp.generation import selectors, services
 from distillapp.generation.forms import (
@@ -230,8 +230,8 @@ def job_launch(request: HtmxHttpRequest, project_id: int) -> HttpResponse:
     values: dict[str, Any] = request.GET.dict()
     if request.method == "POST":
         values = request.POST.dict()
-        prompt_set_id = _int(request.POST.get("prompt_set"))
-        teacher_id = _int(request.POST.get("teacher"))
+        prompt_set_id = parse_int(request.POST.get("prompt_set"))
+        teacher_id = parse_int(request.POST.get("teacher"))
         # pk=None can match no row, so a missing/invalid id is simply "not found".
         prompt_set = (
             PromptSet.objects.filter(pk=prompt_set_id, project=project).first()
@@ -273,13 +273,6 @@ def job_launch(request: HtmxHttpRequest, project_id: int) -> HttpResponse:
         launch_context(project=project, values=values, errors=errors),
         status=422 if errors else 200,
     )
-
-
-def _int(value: str | None) -> int | None:
-    try:
-        return int(value) if value else None
-    except ValueError:
-        return None
 
 
 def _job_ctx(job: GenerationJob, membership: Any) -> dict[str, Any]:

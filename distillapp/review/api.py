@@ -2,11 +2,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.http import Http404, HttpRequest
+from django.http import HttpRequest
 from ninja import Router, Schema
 from ninja.responses import Status
 
-from distillapp.accounts.access import get_project_for_user, membership_for, require_role
+from distillapp.accounts.access import get_completion_for_user, get_project_for_user
 from distillapp.accounts.models import Role
 from distillapp.generation.models import Completion
 from distillapp.review import selectors, services
@@ -78,14 +78,7 @@ def review_next(request: HttpRequest, project_id: int) -> Any:
 
 @router.post("/completions/{completion_id}/review", response=dict)
 def review_submit(request: HttpRequest, completion_id: int, payload: DecisionIn) -> Any:
-    completion = (
-        Completion.objects.select_related("job", "job__project", "prompt")
-        .filter(pk=completion_id)
-        .first()
-    )
-    if completion is None:
-        raise Http404("Not found.")
-    require_role(membership_for(request.user, completion.job.project.org_id), Role.REVIEWER)
+    completion, _membership = get_completion_for_user(request.user, completion_id, Role.REVIEWER)
     review = services.review_decide(
         completion=completion,
         reviewer=request.user,

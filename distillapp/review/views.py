@@ -11,7 +11,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from distillapp.accounts.access import get_project_for_user
 from distillapp.accounts.models import Role, role_at_least
-from distillapp.core.http import HtmxHttpRequest, form_errors
+from distillapp.core.http import HtmxHttpRequest, form_errors, parse_float, parse_int
 from distillapp.generation.models import Completion, GenerationJob
 from distillapp.projects.models import Project
 from distillapp.review import selectors, services
@@ -28,20 +28,6 @@ def _completion_in(project: Project, completion_id: int) -> Completion:
     if completion is None:
         raise Http404("Not found.")
     return completion
-
-
-def _int(value: Any) -> int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _float(value: Any) -> float | None:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
 
 
 def _stage_context(project: Project, user: Any, current: Completion | None) -> dict[str, Any]:
@@ -94,7 +80,7 @@ def review_queue(request: HtmxHttpRequest, project_id: int) -> HttpResponse:
 def review_prefetch(request: HtmxHttpRequest, project_id: int) -> HttpResponse:
     """Lease the item after the one on screen, so a decision shows it without waiting for a claim."""
     project, _m = get_project_for_user(request.user, project_id, Role.REVIEWER)
-    exclude = _int(request.POST.get("exclude"))
+    exclude = parse_int(request.POST.get("exclude"))
     upcoming = services.review_claim_next(
         project=project, reviewer=request.user, exclude_ids=[exclude] if exclude else []
     )
@@ -115,13 +101,13 @@ def review_decide(request: HtmxHttpRequest, project_id: int, completion_id: int)
             decision=request.POST.get("decision", ""),
             reason=request.POST.get("reason"),
             edited_text=request.POST.get("edited_text"),
-            duration_ms=_int(request.POST.get("duration_ms")),
+            duration_ms=parse_int(request.POST.get("duration_ms")),
         )
     except ValidationError as exc:
         return _fail(request, exc, project.pk)
     if not request.htmx:
         return redirect("review_queue", project_id=project.pk)
-    current = _next_for(project, request.user, _int(request.POST.get("next_id")))
+    current = _next_for(project, request.user, parse_int(request.POST.get("next_id")))
     return render(
         request, "review/queue.html#stage-response", _stage_context(project, request.user, current)
     )
@@ -156,7 +142,7 @@ def review_pick_best(request: HtmxHttpRequest, project_id: int, completion_id: i
         services.review_unpick_best(completion=completion)
     else:
         services.review_pick_best(completion=completion, user=request.user)
-    current_id = _int(request.POST.get("current")) or completion.pk
+    current_id = parse_int(request.POST.get("current")) or completion.pk
     current = _completion_in(project, current_id)
     if not request.htmx:
         return redirect("review_queue", project_id=project.pk)
@@ -208,8 +194,8 @@ def review_settings_page(request: HtmxHttpRequest, project_id: int) -> HttpRespo
             services.review_settings_update(
                 project=project,
                 reasons=str(form["reasons"]).splitlines(),
-                overlap=_int(form["overlap"]) or 0,
-                lease_seconds=_int(form["lease_seconds"]) or 0,
+                overlap=parse_int(form["overlap"]) or 0,
+                lease_seconds=parse_int(form["lease_seconds"]) or 0,
                 order=str(form["order"]),
             )
         except ValidationError as exc:
@@ -239,11 +225,11 @@ def review_refresh(request: HtmxHttpRequest, project_id: int) -> HttpResponse:
 
 def _bulk_filter(data: Any) -> dict[str, Any]:
     return {
-        "min_judge": _float(data.get("min_judge"))
+        "min_judge": parse_float(data.get("min_judge"))
         if data.get("min_judge") not in (None, "")
         else None,
         "no_flags": data.get("no_flags") in ("1", "on", "true"),
-        "job_id": _int(data.get("job")) if data.get("job") else None,
+        "job_id": parse_int(data.get("job")) if data.get("job") else None,
     }
 
 
@@ -264,7 +250,7 @@ def review_bulk(request: HtmxHttpRequest, project_id: int) -> HttpResponse:
                 actor=request.user,
                 decision=decision,
                 reason=data.get("reason", ""),
-                expected_count=_int(data.get("expected_count")),
+                expected_count=parse_int(data.get("expected_count")),
                 **flt,
             )
         except ValidationError as exc:
@@ -300,7 +286,7 @@ def review_bulk(request: HtmxHttpRequest, project_id: int) -> HttpResponse:
 def review_bulk_undo(request: HtmxHttpRequest, project_id: int) -> HttpResponse:
     project, _m = get_project_for_user(request.user, project_id, Role.ADMIN)
     action = BulkAction.objects.filter(
-        project=project, pk=_int(request.POST.get("bulk_action_id")) or 0
+        project=project, pk=parse_int(request.POST.get("bulk_action_id")) or 0
     ).first()
     if action is None:
         raise Http404("Not found.")
