@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint typecheck bench migrate
+.PHONY: install run test lint typecheck migrate
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,3 @@ lint: install
 
 typecheck: install
 	$(VENV)/bin/mypy distillapp workers
-
-bench: install
-	@echo "Benchmarks: see README (bench/*.py); each prints its figures and ratios."
