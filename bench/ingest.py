@@ -6,8 +6,9 @@ Generates an N-line JSONL file (prompts of 50-2000 characters, ~10 % chat format
 metadata, ~5 % with a reference, ~1 % exact duplicates) and a file of N/4 lines, creates a dedicated
 database `distillery_bench_ingest` on the same server (dropped at the end), and imports each file in
 a fresh subprocess per path so memory peaks are separate:
-  - copy  N    prompt_set_import (psycopg COPY → temp table → INSERT … ON CONFLICT), timed from the
-               call until it returns after the commit, as a user's upload is
+  - copy  N    prompt_set_import (duplicates dropped in Python, psycopg COPY straight into the
+               prompts table), timed from the call until it returns after the commit, as a
+               user's upload is
   - orm   N    the same parsing and validation, written with Django bulk_create (the baseline)
   - copy  N/4  to show memory does not grow with file size
 The full-text search vectors are filled after the import by a task (workers.tasks.prompts); the
@@ -192,6 +193,8 @@ def worker(path_kind: str, file: str, index: bool) -> None:
     org, _ = Organization.objects.get_or_create(name="Bench")
     project = Project.objects.create(org=org, name=f"bench {path_kind} {time.time_ns()}")
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    backend_cpu = _backend_cpu_reader()
+    pg_cpu0, py_cpu0 = backend_cpu(), time.process_time()
     started = time.perf_counter()
     result = prompt_set_import(
         project=project,
@@ -202,6 +205,7 @@ def worker(path_kind: str, file: str, index: bool) -> None:
         use_copy=path_kind == "copy",
     )
     seconds = time.perf_counter() - started
+    py_cpu, pg_cpu = time.process_time() - py_cpu0, backend_cpu() - pg_cpu0
     rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     index_seconds = None
     if index:
@@ -213,6 +217,8 @@ def worker(path_kind: str, file: str, index: bool) -> None:
         json.dumps(
             {
                 "index_seconds": index_seconds,
+                "python_cpu": py_cpu,
+                "postgres_cpu": pg_cpu,
                 "seconds": seconds,
                 "imported": result.imported,
                 "duplicates": result.duplicates_dropped,
@@ -222,6 +228,26 @@ def worker(path_kind: str, file: str, index: bool) -> None:
             }
         )
     )
+
+
+def _backend_cpu_reader():
+    """CPU seconds used so far by this connection's PostgreSQL backend, read from /proc when the
+    server runs on this machine (NaN otherwise): shows which side of the COPY is the bottleneck."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        pid = cursor.fetchone()[0]
+    stat = Path(f"/proc/{pid}/stat")
+
+    def read() -> float:
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return float("nan")
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    return read
 
 
 def _run(env: dict[str, str], path_kind: str, file: Path, index: bool) -> dict:
@@ -294,7 +320,8 @@ def main() -> None:
                 print(
                     f"{label:<24} {rows:>9,} rows  {r['seconds']:7.1f}s  {rows / r['seconds']:>9,.0f} rows/s  "
                     f"imported {r['imported']:,}, duplicates {r['duplicates']:,}, held-out {r['heldout']:,}  "
-                    f"peak RSS growth {r['peak_rss_growth_mib']:.1f} MiB (peak RSS {r['peak_rss_mib']:.0f} MiB)"
+                    f"peak RSS growth {r['peak_rss_growth_mib']:.1f} MiB (peak RSS {r['peak_rss_mib']:.0f} MiB)  "
+                    f"CPU: Python {r['python_cpu']:.1f}s, PostgreSQL backend {r['postgres_cpu']:.1f}s"
                 )
                 if r["index_seconds"] is not None:
                     print(

@@ -71,7 +71,7 @@ class PromptFactory(factory.django.DjangoModelFactory):
     text = factory.Sequence(lambda n: f"What is {n} + {n}?")
     messages = factory.LazyAttribute(lambda o: [{"role": "user", "content": o.text}])
     split = Split.TRAIN
-    text_hash = factory.LazyAttribute(lambda o: hashlib.sha256(o.text.encode()).hexdigest())
+    text_hash = factory.LazyAttribute(lambda o: hashlib.sha256(o.text.encode()).hexdigest()[:32])
 
 
 class TeacherFactory(factory.django.DjangoModelFactory):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from django.db.models import QuerySet
 from django.utils import timezone
@@ -15,6 +15,7 @@ from distillapp.generation.models import (
     JobStatus,
     Teacher,
 )
+from distillapp.prompts.models import chat_messages
 from distillapp.prompts.selectors import prompts_for_generation
 
 if TYPE_CHECKING:
@@ -118,11 +119,11 @@ def generation_job_pending_items(
         prompts_for_generation(prompt_set=job.prompt_set, q=f.get("q"), metadata=f.get("metadata"))
         .filter(id__gt=after_prompt_id)
         .order_by("id")
-        .values_list("id", "messages")[:limit]
+        .values_list("id", "messages", "text")[:limit]
     )
     if not prompts:
         return [], None
-    ids = [pid for pid, _ in prompts]
+    ids = [pid for pid, _, _ in prompts]
     skip = (
         {CompletionStatus.OK}
         if job.retry_failed
@@ -136,15 +137,9 @@ def generation_job_pending_items(
         if status in skip
     }
     items: list[WorkItem] = [
-        WorkItem(prompt_id=pid, sample_index=s, messages=_as_messages(messages))
-        for pid, messages in prompts
+        WorkItem(prompt_id=pid, sample_index=s, messages=chat_messages(messages, text))
+        for pid, messages, text in prompts
         for s in range(job.samples_per_prompt)
         if (pid, s) not in have
     ]
     return items, ids[-1]
-
-
-def _as_messages(messages: Any) -> list[dict[str, Any]]:
-    if isinstance(messages, str):
-        return [{"role": "user", "content": messages}]
-    return [dict(m) for m in messages or []]

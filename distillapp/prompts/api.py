@@ -94,7 +94,7 @@ def _prompt_out(p: Prompt) -> PromptOut:
         id=p.pk,
         position=p.position,
         external_id=p.external_id,
-        messages=p.messages,
+        messages=p.chat,
         text=p.text,
         reference=p.reference,
         metadata=p.metadata,

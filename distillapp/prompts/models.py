@@ -6,6 +6,15 @@ from django.db import models
 from distillapp.projects.models import Project
 
 
+def chat_messages(messages: object, text: str) -> list[dict[str, str]]:
+    """A stored `messages` value (None for plain text) as a list of {"role", "content"} dicts."""
+    if isinstance(messages, list) and messages:
+        return [
+            {"role": str(m.get("role", "")), "content": str(m.get("content", ""))} for m in messages
+        ]
+    return [{"role": "user", "content": text}]
+
+
 class Split(models.TextChoices):
     TRAIN = "train", "Train"
     HELDOUT = "heldout", "Held-out"
@@ -41,22 +50,41 @@ class PromptSet(models.Model):
 
 
 class Prompt(models.Model):
-    """One prompt. `project` is denormalised so exact duplicates are unique within a project."""
+    """One prompt. `project` is denormalised so exact duplicates are unique within a project.
 
-    # Both FKs are covered by the composite indexes below, so they get no index of their own
-    # (fewer indexes to maintain while importing millions of rows).
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+", db_index=False)
+    The table is written a million rows at a time by the import's COPY, so every per-row cost
+    counts: the foreign keys are not checked by the database (a per-row trigger that doubled the
+    import time; the import writes the ids of the set it has just created, and deletes cascade
+    through Django's collector and `prompt_set_delete`), `messages` is stored only for chats, and
+    the duplicate key is a 16-byte UUID rather than 64 hex characters.
+    """
+
+    # Both FKs are covered by the composite indexes below, so they get no index of their own.
+    project = models.ForeignKey(
+        Project, on_delete=models.CASCADE, related_name="+", db_index=False, db_constraint=False
+    )
     prompt_set = models.ForeignKey(
-        PromptSet, on_delete=models.CASCADE, related_name="prompts", db_index=False
+        PromptSet,
+        on_delete=models.CASCADE,
+        related_name="prompts",
+        db_index=False,
+        db_constraint=False,
     )
     position = models.IntegerField()
     external_id = models.CharField(max_length=255, blank=True, default="")
-    messages = models.JSONField()
+    # None for a prompt that is one user message (its content is `text`); use `chat` to read.
+    messages = models.JSONField(null=True, blank=True)
     text = models.TextField()
     reference = models.TextField(null=True, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
     split = models.CharField(max_length=8, choices=Split.choices, default=Split.TRAIN)
-    text_hash = models.CharField(max_length=64)
+    # The first 128 bits of the SHA-256 of the normalised text (parsing.text_hash).
+    text_hash = models.UUIDField()
+
+    @property
+    def chat(self) -> list[dict[str, str]]:
+        """The prompt as chat messages, whether stored as a chat or as plain text."""
+        return chat_messages(self.messages, self.text)
 
     class Meta:
         constraints = [

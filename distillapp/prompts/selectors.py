@@ -22,8 +22,9 @@ PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
 MAX_QUERY_CHARS = 500
 # PostgreSQL: `search_vector` is filled after an import by workers.tasks.prompts (GIN-indexed,
-# migration 0003). Until a set is fully indexed, its prompts without a vector are matched by computing
-# the same vector on the fly, so results are never missing, only slower.
+# migrations 0003-0004; rows without a vector are not in the index). Until a set is fully
+# indexed, its prompts without a vector are matched by computing the same vector on the fly, so
+# results are never missing, only slower.
 FTS_QUERY_SQL = "websearch_to_tsquery('english'::regconfig, %s)"
 FTS_MATCH_SQL = f'"prompts_prompt"."search_vector" @@ {FTS_QUERY_SQL}'
 FTS_MATCH_UNINDEXED_SQL = (
@@ -80,7 +81,9 @@ def metadata_filter(qs: QuerySet[Prompt], key: str | None, value: str | None) ->
         scalar = _json_scalar(value)
         if scalar != value:
             condition |= Q(metadata__contains={key: scalar})
-        return qs.filter(condition)
+        # Implied by the match, but spelled out so the planner can use the GIN index, which
+        # leaves out empty metadata (migration 0004: imports write no entry for those rows).
+        return qs.filter(condition, ~Q(metadata={}))
     alias = f"_meta_{len(qs.query.annotations)}"
     return qs.alias(**{alias: Cast(KeyTextTransform(key, "metadata"), TextField())}).filter(
         Q(**{alias: value}) | Q(**{alias: str(_json_scalar(value)).lower()})

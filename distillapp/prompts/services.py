@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from pathlib import Path
 from typing import IO, Any
 
+import orjson
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F, Max, Min, ProtectedError, RestrictedError
 
 from distillapp.projects.models import Project
+from distillapp.prompts.fingerprints import SeenHashes
 from distillapp.prompts.models import Prompt, PromptSet, Split
 from distillapp.prompts.parsing import (
     MAX_ERRORS,
@@ -27,6 +29,7 @@ from distillapp.prompts.parsing import (
     Row,
     detect_format,
     heldout_threshold,
+    seed_mask,
 )
 
 MAX_SEED = 2**63 - 1
@@ -119,6 +122,30 @@ def _sha256(fh: IO[bytes]) -> str:
     return digest.hexdigest()
 
 
+class _HashingReader:
+    """A binary file's read/readline that feed SHA-256 with what they return."""
+
+    def __init__(self, fh: IO[bytes]) -> None:
+        self._fh = fh
+        self._digest = hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._fh.read(size)
+        self._digest.update(data)
+        return data
+
+    def readline(self, size: int = -1) -> bytes:
+        data = self._fh.readline(size)
+        self._digest.update(data)
+        return data
+
+    def hexdigest(self) -> str:
+        """The whole file's digest (reads what the parser left unread, e.g. after errors)."""
+        while self.read(1024 * 1024):
+            pass
+        return self._digest.hexdigest()
+
+
 def _clean_name(name: str | None, source_name: str) -> str:
     cleaned = (
         (name or "").strip()
@@ -169,9 +196,14 @@ def prompt_set_import(
         except FileProblem as exc:
             raise PromptImportError(exc.status, exc.detail) from None
         fh.seek(0)
-        sha = _sha256(fh)
+        # Parquet is read by seeking around the file, so it is hashed first; the line formats are
+        # hashed as they are read (one pass over the file instead of two).
+        reader: Any = _HashingReader(fh) if fmt != "parquet" else fh
+        sha = _sha256(fh) if fmt == "parquet" else ""
         errors = ErrorLog()
-        rows = READERS[fmt](fh, errors, seed=seed_value, threshold=heldout_threshold(fraction))
+        rows = READERS[fmt](
+            reader, errors, mask=seed_mask(seed_value), threshold=heldout_threshold(fraction)
+        )
         if use_copy is None:
             use_copy = connection.vendor == "postgresql"
         try:
@@ -193,6 +225,8 @@ def prompt_set_import(
                     raise _rollback(errors)
                 if counts.rows == 0:
                     raise PromptImportError(400, "The file has no prompts.")
+                if isinstance(reader, _HashingReader):
+                    prompt_set.sha256 = reader.hexdigest()
                 prompt_set.total_count = counts.imported
                 prompt_set.heldout_count = counts.heldout
                 prompt_set.train_count = counts.imported - counts.heldout
@@ -204,6 +238,7 @@ def prompt_set_import(
                 prompt_set.search_indexed_count = 0 if deferred else counts.imported
                 prompt_set.save(
                     update_fields=[
+                        "sha256",
                         "total_count",
                         "heldout_count",
                         "train_count",
@@ -240,8 +275,12 @@ def _rollback(errors: ErrorLog) -> PromptImportError:
     return PromptImportError(400, detail, list(errors.items))
 
 
-_COPY_COLUMNS = "position, external_id, messages, text, reference, metadata, split, text_hash"
-COPY_CHUNK_ROWS = 1_000  # rows formatted per write to the COPY stream (bounds memory)
+_COPY_COLUMNS = (
+    "project_id, prompt_set_id, position, external_id, messages, text, reference, metadata,"
+    " split, text_hash"
+)
+COPY_CHUNK_ROWS = 2_000  # rows deduplicated and formatted per write to the COPY stream
+IMPORT_LOCK_CLASS = 0x5052  # pg_advisory_xact_lock(class, project): one import per project at once
 _BS, _BS2, _NULL = "\\", "\\\\", "\\N"
 
 
@@ -258,80 +297,105 @@ def _copy_escape(value: str) -> str:
     return value
 
 
-def _copy_chunks(rows: Iterable[Row], chunk_rows: int) -> Iterator[tuple[int, bytes]]:
-    """(row count, COPY text-format bytes) for `chunk_rows` rows at a time.
+def _copy_lines(prefix: str, rows: Iterable[Row]) -> bytes:
+    """Rows in COPY's text format (columns as _COPY_COLUMNS; `prefix` holds the two ids).
 
-    Pre-formatted lines are cheaper than psycopg's write_row per row. JSON comes from the C
-    encoder, which escapes control characters, so only its backslashes need COPY escaping.
+    Pre-formatted lines are cheaper than psycopg's write_row per row. JSON encoders escape control
+    characters, so only their backslashes need COPY escaping. A prompt that is one user message
+    stores no `messages` (see Prompt.chat).
     """
-    dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-    quote = encode_basestring
+    dumps = _json_text
     esc = _copy_escape
     lines: list[str] = []
     append = lines.append
     for row in rows:
         msgs = row.messages
-        if len(msgs) == 1:
-            messages_json = '[{"role":"user","content":' + quote(msgs[0]["content"]) + "}]"
-        else:
-            messages_json = dumps(msgs)
-        metadata_json = dumps(row.metadata) if row.metadata else "{}"
         reference = row.reference
+        metadata = row.metadata
         append(
-            f"{row.position}\t{esc(row.external_id)}\t{messages_json.replace(_BS, _BS2)}"
-            f"\t{esc(row.text)}\t{_NULL if reference is None else esc(reference)}"
-            f"\t{metadata_json.replace(_BS, _BS2)}\t{row.split}\t{row.text_hash}\n"
+            f"{prefix}{row.position}\t{esc(row.external_id)}"
+            f"\t{_NULL if msgs is None else dumps(msgs).replace(_BS, _BS2)}\t{esc(row.text)}"
+            f"\t{_NULL if reference is None else esc(reference)}"
+            f"\t{dumps(metadata).replace(_BS, _BS2) if metadata else '{}'}"
+            f"\t{row.split}\t{row.text_hash}\n"
         )
-        if len(lines) >= chunk_rows:
-            yield len(lines), "".join(lines).encode()
-            lines.clear()
-    if lines:
-        yield len(lines), "".join(lines).encode()
+    return "".join(lines).encode()
+
+
+_STDLIB_DUMPS = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def _json_text(value: Any) -> str:
+    """Compact JSON text: orjson, or the standard library for what orjson refuses (integers over
+    64 bits, which the tolerant JSONL path accepts)."""
+    try:
+        return orjson.dumps(value).decode()
+    except (orjson.JSONEncodeError, TypeError):
+        return _STDLIB_DUMPS(value)
+
+
+def _chunks(rows: Iterable[Row], size: int) -> Iterator[list[Row]]:
+    it = iter(rows)
+    while chunk := list(itertools.islice(it, size)):
+        yield chunk
+
+
+def _remember_project_hashes(cursor: Any, seen: SeenHashes, project_id: int) -> None:
+    """Load the text hashes the project already has into `seen` (8 bytes each), streamed out of
+    the unique index with COPY, so duplicates of earlier sets are dropped like in-file ones."""
+    pending = bytearray()
+    with cursor.copy(
+        "COPY (SELECT text_hash FROM prompts_prompt WHERE project_id = %s) TO STDOUT",
+        [project_id],
+    ) as copy:
+        for data in copy:
+            pending += data
+            if len(pending) >= 1 << 20:
+                cut = pending.rindex(b"\n") + 1
+                seen.remember(pending[:cut])
+                del pending[:cut]
+    if pending:
+        seen.remember(pending)
 
 
 def _write_copy(prompt_set: PromptSet, rows: Iterable[Row], errors: ErrorLog) -> _Counts:
-    """COPY into a temporary table, then one INSERT … ON CONFLICT DO NOTHING into the real one.
+    """COPY the new prompts straight into their table, dropping duplicates on the way.
 
-    The COPY streams: PostgreSQL (its own process) stores rows while Python parses the next ones.
-    DO NOTHING also skips rows that clash with a row inserted earlier by the same statement, so
-    duplicates within the file and against the project are dropped in one pass; the temporary table
-    is read in its physical (file) order, so the first occurrence wins. Full-text vectors are not
-    computed here: prompt_set_index_search fills them after the commit.
+    The COPY streams: PostgreSQL (its own process, the other core) stores a chunk while Python
+    parses the next. Duplicates never reach the stream, so the unique index on (project,
+    text_hash) is only a guard: `seen` starts with the project's existing hashes and remembers
+    each row written (the first occurrence in the file wins). The project's import lock makes
+    imports into one project take turns, so no other transaction adds a clashing prompt meanwhile.
+    Full-text vectors are filled after the commit by prompt_set_index_search.
     """
     counts = _Counts()
-    table = f"prompt_import_{prompt_set.pk}"
+    seen = SeenHashes()
+    project_id = prompt_set.project_id
+    prefix = f"{project_id}\t{prompt_set.pk}\t"
     with connection.cursor() as cursor:
         # All or nothing and can be redone: the commit need not wait for the WAL flush.
         cursor.execute("SET LOCAL synchronous_commit = off")
         # A larger GIN pending list batches the metadata index work of a big insert.
         cursor.execute("SET LOCAL gin_pending_list_limit = '64MB'")
         cursor.execute(
-            f"CREATE TEMP TABLE {table} (position integer, external_id text, messages jsonb, text text,"
-            " reference text, metadata jsonb, split varchar(8), text_hash varchar(64)) ON COMMIT DROP"
+            "SELECT pg_advisory_xact_lock(%s, %s)", [IMPORT_LOCK_CLASS, project_id % 2**31]
         )
-        with cursor.copy(f"COPY {table} ({_COPY_COLUMNS}) FROM STDIN") as copy:
-            write = copy.write
-            for n, data in _copy_chunks(rows, COPY_CHUNK_ROWS):
-                counts.rows += n
-                write(data)
-        if errors or counts.rows == 0:
-            return counts
-        cursor.execute(
-            f"""
-            WITH inserted AS (
-                INSERT INTO prompts_prompt (project_id, prompt_set_id, {_COPY_COLUMNS})
-                SELECT %s, %s, {_COPY_COLUMNS} FROM {table}
-                ON CONFLICT (project_id, text_hash) DO NOTHING
-                RETURNING split
-            )
-            SELECT split, count(*) FROM inserted GROUP BY split
-            """,
-            [prompt_set.project_id, prompt_set.pk],
-        )
-        by_split = dict(cursor.fetchall())
-        cursor.execute(f"DROP TABLE {table}")
-    counts.imported = sum(by_split.values())
-    counts.heldout = by_split.get(Split.HELDOUT, 0)
+        _remember_project_hashes(cursor, seen, project_id)
+        with cursor.copy(f"COPY prompts_prompt ({_COPY_COLUMNS}) FROM STDIN") as copy:
+            for chunk in _chunks(rows, COPY_CHUNK_ROWS):
+                counts.rows += len(chunk)
+                if errors:
+                    continue  # keep reading: the reader collects up to MAX_ERRORS problems
+                new_rows = list(
+                    itertools.compress(chunk, seen.first_seen([row.text_hash for row in chunk]))
+                )
+                counts.imported += len(new_rows)
+                counts.heldout += [row.split for row in new_rows].count(Split.HELDOUT)
+                if new_rows:
+                    copy.write(_copy_lines(prefix, new_rows))
+            if errors:
+                # Raising inside the block ends the COPY as failed instead of storing it.
+                raise _rollback(errors)
     return counts
 
 
@@ -342,11 +406,12 @@ def _write_orm(prompt_set: PromptSet, rows: Iterable[Row], errors: ErrorLog) -> 
 
     def flush() -> None:
         hashes = {r.text_hash for r in batch}
-        seen = set(
-            Prompt.objects.filter(
+        seen = {
+            value.hex
+            for value in Prompt.objects.filter(
                 project_id=prompt_set.project_id, text_hash__in=hashes
             ).values_list("text_hash", flat=True)
-        )
+        }
         objs = []
         for r in batch:
             if r.text_hash in seen:

@@ -50,7 +50,7 @@ def make_prompt(prompt_set, text: str, split: str = Split.TRAIN, **kwargs):
         text=text,
         messages=[{"role": "user", "content": text}],
         split=split,
-        text_hash=hashlib.sha256(text.encode()).hexdigest(),
+        text_hash=hashlib.sha256(text.encode()).hexdigest()[:32],
         **kwargs,
     )
 

@@ -45,7 +45,9 @@ def test_jsonl_with_prompts_chats_references_and_metadata_is_imported(project, a
     first, chat, third = Prompt.objects.order_by("position")
     assert first.external_id == "7" and first.reference == "4"
     assert first.metadata == {"topic": "math", "level": 1}
-    assert first.messages == [{"role": "user", "content": "What is 2 + 2?"}]
+    # A plain prompt is stored as its text only; `chat` reads both forms as messages.
+    assert first.messages is None
+    assert first.chat == [{"role": "user", "content": "What is 2 + 2?"}]
     assert (
         chat.messages[0] == {"role": "system", "content": "Be brief."}
         and "system: Be brief." in chat.text
@@ -306,3 +308,39 @@ def test_an_overlong_line_is_refused_without_reading_it_whole(project, monkeypat
     assert [e["line"] for e in error.errors] == [2] and "longer than" in error.errors[0]["message"]
     csv_error = refused(project, "long.csv", b"prompt\nshort\n" + b"y" * 500 + b"\n")
     assert csv_error.status == 400 and csv_error.errors[0]["line"] == 3
+
+
+def test_jsonl_lines_are_read_across_block_boundaries(project, monkeypatch):
+    """The JSONL reader splits lines a block at a time: lines cut by a block boundary are joined,
+    and a line that outgrows the limit across blocks is refused without being held."""
+    from distillapp.prompts import parsing
+
+    monkeypatch.setattr(parsing, "READ_BLOCK", 7)
+    records = [{"prompt": f"question number {i}", "n": i} for i in range(40)]
+    result = do_import(project, "small-blocks.jsonl", jsonl(*records), heldout_fraction=0)
+    assert result.imported == 40
+    texts = list(Prompt.objects.order_by("position").values_list("text", flat=True))
+    assert texts == [r["prompt"] for r in records]
+
+    monkeypatch.setattr(parsing, "MAX_LINE_BYTES", 64)
+    content = jsonl({"prompt": "short"}, {"prompt": "x" * 500}, {"prompt": "after"}, "oops")
+    with pytest.raises(PromptImportError) as info:
+        do_import(project, "long.jsonl", content)
+    error = info.value
+    assert Prompt.objects.count() == 40 and PromptSet.objects.count() == 1
+    assert [e["line"] for e in error.errors] == [2, 4]
+    assert "longer than" in error.errors[0]["message"]
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet"])
+def test_the_set_records_the_files_sha256(project, fmt):
+    import hashlib
+
+    content = {
+        "jsonl": jsonl({"prompt": "one"}, {"prompt": "two"}),
+        "csv": b"prompt,topic\none,a\ntwo,b\n",
+        "parquet": parquet_bytes({"prompt": ["one", "two"]}),
+    }[fmt]
+    result = do_import(project, f"p.{fmt}", content)
+    assert result.prompt_set.sha256 == hashlib.sha256(content).hexdigest()
+    assert PromptSet.objects.get().sha256 == hashlib.sha256(content).hexdigest()

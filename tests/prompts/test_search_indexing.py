@@ -120,7 +120,8 @@ def test_copy_keeps_tabs_newlines_backslashes_and_unicode_exactly(project):
     prompt_set = _import(project, records)
     first, chat, big = Prompt.objects.filter(prompt_set=prompt_set).order_by("position")
     assert first.text == records[0]["prompt"]
-    assert first.messages == [{"role": "user", "content": records[0]["prompt"]}]
+    assert first.messages is None
+    assert first.chat == [{"role": "user", "content": records[0]["prompt"]}]
     assert first.reference == records[0]["reference"]
     assert first.metadata == {"note": records[0]["note"]}
     assert first.external_id == "id\\1"

@@ -1,0 +1,72 @@
+"""Imports into one project take turns (PostgreSQL), and prompts go with their project even
+though their foreign keys are not enforced by the database (see Prompt's docstring)."""
+
+from __future__ import annotations
+
+import threading
+
+import psycopg
+import pytest
+from django.db import connection, connections
+
+from distillapp.prompts.models import Prompt, PromptSet
+from distillapp.prompts.services import IMPORT_LOCK_CLASS, prompt_set_import
+from tests.conftest import USING_POSTGRES
+from tests.factories import ProjectFactory
+from tests.prompts.conftest import jsonl, upload
+
+
+def _import(project, records, name):
+    return prompt_set_import(
+        project=project, file=upload(f"{name}.jsonl", jsonl(*records)), name=name, seed=1
+    )
+
+
+@pytest.mark.skipif(not USING_POSTGRES, reason="the import lock is a PostgreSQL advisory lock")
+@pytest.mark.django_db(transaction=True)
+def test_an_import_waits_while_another_import_holds_the_project(project):
+    """A second import into a project waits for the first to finish (here: a session holding the
+    project's import lock), then drops what the first stored as duplicates instead of failing."""
+    _import(project, [{"prompt": "shared"}], "first")
+    params = connection.get_connection_params()
+    holder = psycopg.connect(
+        **{k: v for k, v in params.items() if k in {"dbname", "user", "host", "port", "password"}}
+    )
+    key = [IMPORT_LOCK_CLASS, project.pk % 2**31]
+    holder.execute("SELECT pg_advisory_lock(%s, %s)", key)
+    done = threading.Event()
+    outcome: dict = {}
+
+    def second() -> None:
+        try:
+            outcome["result"] = _import(
+                project, [{"prompt": "shared"}, {"prompt": "only second"}], "second"
+            )
+        except Exception as exc:  # surfaced by the assertions below
+            outcome["error"] = exc
+        finally:
+            connections.close_all()
+            done.set()
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    try:
+        assert not done.wait(1.5), "the second import did not wait for the project's lock"
+        assert PromptSet.objects.filter(project=project).count() == 1
+    finally:
+        holder.execute("SELECT pg_advisory_unlock(%s, %s)", key)
+        holder.close()
+        thread.join(30)
+    assert "error" not in outcome, outcome.get("error")
+    assert (outcome["result"].imported, outcome["result"].duplicates_dropped) == (1, 1)
+    assert sorted(Prompt.objects.values_list("text", flat=True)) == ["only second", "shared"]
+
+
+@pytest.mark.django_db
+def test_deleting_a_project_deletes_its_sets_and_prompts(project, org):
+    other_project = ProjectFactory(org=org)
+    _import(project, [{"prompt": "a"}, {"prompt": "b"}], "mine")
+    _import(other_project, [{"prompt": "a"}], "theirs")
+    project.delete()
+    assert list(Prompt.objects.values_list("project_id", flat=True)) == [other_project.pk]
+    assert PromptSet.objects.filter(project_id=project.pk).count() == 0
