@@ -39,6 +39,9 @@ class PromptSetOut(Schema):
     train_count: int
     heldout_count: int
     duplicates_dropped: int
+    # PostgreSQL fills search vectors after the import; until then search is slower, never partial.
+    search_indexed: bool
+    search_indexed_count: int
     created_at: datetime
 
 
@@ -82,6 +85,8 @@ def _set_out(ps: PromptSet) -> PromptSetOut:
         heldout_fraction=ps.heldout_fraction,
         seed=ps.seed,
         total_count=ps.total_count,
+        search_indexed=ps.search_indexed,
+        search_indexed_count=ps.search_indexed_count,
         train_count=ps.train_count,
         heldout_count=ps.heldout_count,
         duplicates_dropped=ps.duplicates_dropped,

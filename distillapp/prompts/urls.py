@@ -12,6 +12,11 @@ urlpatterns = [
     ),
     path("prompt-sets/<int:prompt_set_id>/", views.prompt_set_detail, name="prompt_set_detail"),
     path(
+        "prompt-sets/<int:prompt_set_id>/search-index/",
+        views.prompt_set_search_index,
+        name="prompt_set_search_index",
+    ),
+    path(
         "prompt-sets/<int:prompt_set_id>/delete/", views.prompt_set_delete, name="prompt_set_delete"
     ),
 ]

@@ -146,6 +146,14 @@ def prompt_set_detail(request: HtmxHttpRequest, prompt_set_id: int) -> HttpRespo
 
 
 @login_required
+@require_GET
+def prompt_set_search_index(request: HtmxHttpRequest, prompt_set_id: int) -> HttpResponse:
+    """The set's search-index progress (polled by the set page while the indexing task runs)."""
+    prompt_set, _ = get_scoped_object(request.user, PromptSet.objects.all(), prompt_set_id)
+    return render(request, "prompts/detail.html#search-index", {"prompt_set": prompt_set})
+
+
+@login_required
 @require_http_methods(["GET", "POST"])
 def prompt_set_delete(request: HtmxHttpRequest, prompt_set_id: int) -> HttpResponse:
     prompt_set, _membership = get_scoped_object(

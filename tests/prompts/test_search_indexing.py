@@ -127,3 +127,20 @@ def test_copy_keeps_tabs_newlines_backslashes_and_unicode_exactly(project):
     assert first.external_id == "id\\1"
     assert chat.messages == records[1]["messages"]
     assert big.text == "big number" and "n" in big.metadata  # orjson refuses; the fallback reads it
+
+
+def test_the_set_page_shows_indexing_progress_until_done(project, alice_client):
+    from django.urls import reverse
+
+    prompt_set = _import(project)
+    page = alice_client.get(reverse("prompt_set_detail", args=[prompt_set.pk])).content.decode()
+    poll = reverse("prompt_set_search_index", args=[prompt_set.pk])
+    api = alice_client.get(f"/api/v1/prompt-sets/{prompt_set.pk}").json()
+    if USING_POSTGRES:
+        assert f'hx-get="{poll}"' in page and "0 of 43 prompts" in page
+        assert (api["search_indexed"], api["search_indexed_count"]) == (False, 0)
+        index_prompt_set_search(prompt_set.pk)
+    partial = alice_client.get(poll, HTTP_HX_REQUEST="true").content.decode()
+    assert 'id="search-index" hidden' in partial and "hx-get" not in partial
+    api = alice_client.get(f"/api/v1/prompt-sets/{prompt_set.pk}").json()
+    assert (api["search_indexed"], api["search_indexed_count"]) == (True, 43)
