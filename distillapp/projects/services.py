@@ -60,4 +60,12 @@ def project_update(
 
 @transaction.atomic
 def project_delete(*, project: Project) -> None:
-    project.delete()
+    """Delete a project and everything in it. Prompt sets go first, a chunk of prompts at a time,
+    so a project with millions of prompts is never collected into memory at once."""
+    from distillapp.prompts.models import PromptSet
+    from distillapp.prompts.services import prompt_set_delete
+
+    with transaction.atomic():
+        for prompt_set in PromptSet.objects.filter(project=project):
+            prompt_set_delete(prompt_set=prompt_set)
+        project.delete()

@@ -9,6 +9,7 @@ import psycopg
 import pytest
 from django.db import connection, connections
 
+from distillapp.projects.services import project_delete
 from distillapp.prompts.models import Prompt, PromptSet
 from distillapp.prompts.services import IMPORT_LOCK_CLASS, prompt_set_import
 from tests.conftest import USING_POSTGRES
@@ -67,6 +68,6 @@ def test_deleting_a_project_deletes_its_sets_and_prompts(project, org):
     other_project = ProjectFactory(org=org)
     _import(project, [{"prompt": "a"}, {"prompt": "b"}], "mine")
     _import(other_project, [{"prompt": "a"}], "theirs")
-    project.delete()
+    project_delete(project=project)
     assert list(Prompt.objects.values_list("project_id", flat=True)) == [other_project.pk]
     assert PromptSet.objects.filter(project_id=project.pk).count() == 0
