@@ -144,3 +144,15 @@ def test_the_set_page_shows_indexing_progress_until_done(project, alice_client):
     assert 'id="search-index" hidden' in partial and "hx-get" not in partial
     api = alice_client.get(f"/api/v1/prompt-sets/{prompt_set.pk}").json()
     assert (api["search_indexed"], api["search_indexed_count"]) == (True, 43)
+
+
+@pytest.mark.skipif(not USING_POSTGRES, reason="GIN pending lists are PostgreSQL's")
+def test_indexing_merges_the_search_index_pending_list(project):
+    from distillapp.prompts.services import _merge_search_pending_list
+
+    prompt_set = _import(project)
+    prompt_set_index_search(prompt_set=prompt_set)
+    _merge_search_pending_list()  # raises unless the index exists and is ours to clean
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT gin_clean_pending_list('prompt_search_vector_gin'::regclass)")
+        assert cursor.fetchone()[0] == 0  # nothing left pending after the task's own merge
