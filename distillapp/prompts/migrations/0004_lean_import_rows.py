@@ -35,9 +35,11 @@ def _run(schema_editor, statements):
 
 
 def truncate_hashes(apps, schema_editor):
-    # 64 hex digits → the 32 a UUID holds (both PostgreSQL and SQLite have substr).
+    # 64 hex digits (or a UUID's text after a migration back) → the 32 a UUID holds; both
+    # PostgreSQL and SQLite have replace and substr.
     schema_editor.execute(
-        "UPDATE prompts_prompt SET text_hash = substr(text_hash, 1, 32) WHERE length(text_hash) > 32"
+        "UPDATE prompts_prompt SET text_hash = substr(replace(text_hash, '-', ''), 1, 32)"
+        " WHERE length(text_hash) <> 32"
     )
 
 
