@@ -5,7 +5,9 @@ through the services (review_claim_next / review_decide). Not a timed test; prin
         .venv/bin/python bench/review_queue.py [--completions 1000000] [--reviewers 16] [--per-reviewer 200]
 
 Creates (and drops first) its own database, `distillery_bench_review` by default, on the server of
-DATABASE_URL; seeds with INSERT … SELECT generate_series; 16 threads each use their own connection.
+DATABASE_URL; seeds with INSERT … SELECT generate_series. Each reviewer is a process of its own (fork)
+with its own connection, as each person is served by a web worker. `--reuse` keeps a database an
+earlier run seeded (its reviewed items stay reviewed) to iterate on the services quickly.
 Prints p50/p95 of claim and decide, the same with one reviewer as the baseline, their ratio, and how
 many items were handed out twice (must be 0). Target: p95 ≤ 50 ms each.
 """
@@ -16,7 +18,6 @@ import argparse
 import os
 import statistics
 import sys
-import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -33,15 +34,18 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def _prepare_database(url: str, name: str) -> str:
+def _prepare_database(url: str, name: str, reuse: bool) -> tuple[str, bool]:
+    """The bench database's URL, and whether an earlier run's database was kept."""
     import psycopg
 
     parsed = urlparse(url)
     admin = urlunparse(parsed._replace(path="/postgres"))
     with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return urlunparse(parsed._replace(path=f"/{name}"))
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
+        if not (reuse and exists):
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{name}"')
+    return urlunparse(parsed._replace(path=f"/{name}")), bool(reuse and exists)
 
 
 def _insert_select(
@@ -115,7 +119,7 @@ def seed(n: int, reviewers: int) -> tuple:
             "position": "g",
             "messages": """jsonb_build_array(jsonb_build_object('role', 'user', 'content', 'Question ' || g))""",
             "text": "'Question ' || g",
-            "text_hash": "md5('q' || g)",
+            "text_hash": "md5('q' || g)::uuid",
         },
         "generate_series(1, %s) AS g",
         [prompts],
@@ -152,65 +156,90 @@ def seed(n: int, reviewers: int) -> tuple:
     return project, users, job, seeded, ReviewItem
 
 
-def run(project, users, per_reviewer: int, think_s: float = 0.0) -> dict:
+def _reviewer(
+    project, user, seed: int, per_reviewer: int, think_s: float, barrier, results
+) -> None:
+    """One reviewer: its own process and database connection, as a web worker serving one person."""
     from django.db import connection
 
     from distillapp.review.services import review_claim_next, review_decide
 
+    claims, decides, items = [], [], []
+    error = None
+    try:
+        # One untimed claim and decision first: a web worker serving this person would have a
+        # connection already open (CONN_MAX_AGE) and its caches warm from earlier requests.
+        warm = review_claim_next(project=project, reviewer=user)
+        if warm is not None:
+            items.append(warm.pk)
+            review_decide(completion=warm, reviewer=user, decision="approve", duration_ms=1)
+        barrier.wait()
+        for i in range(per_reviewer):
+            t0 = time.perf_counter()
+            completion = review_claim_next(project=project, reviewer=user)
+            t1 = time.perf_counter()
+            if completion is None:
+                break
+            items.append(completion.pk)
+            if (i + seed) % 5 == 0:
+                review_decide(
+                    completion=completion,
+                    reviewer=user,
+                    decision="reject",
+                    reason="Unhelpful",
+                    duration_ms=1,
+                )
+            else:
+                review_decide(
+                    completion=completion, reviewer=user, decision="approve", duration_ms=1
+                )
+            t2 = time.perf_counter()
+            claims.append(t1 - t0)
+            decides.append(t2 - t1)
+            if think_s:
+                # A person reads the item before deciding: uniform in [0.5, 1.5] × think time.
+                time.sleep(think_s * (0.5 + ((i * 7919 + seed * 104729) % 1000) / 1000))
+    except BaseException as exc:  # noqa: BLE001 - reported by the parent
+        error = repr(exc)
+    finally:
+        connection.close()
+        results.put((claims, decides, items, error))
+
+
+def run(project, users, per_reviewer: int, think_s: float = 0.0) -> dict:
+    """Reviewers as separate processes (fork), so their Python work runs in parallel as it would in
+    several web workers; threads would share one interpreter lock and measure that instead."""
+    import multiprocessing
+
+    from django.db import connections
+
+    connections.close_all()  # a forked child must never reuse the parent's socket
+    ctx = multiprocessing.get_context("fork")
+    barrier = ctx.Barrier(len(users))
+    results = ctx.Queue()
+    procs = [
+        ctx.Process(target=_reviewer, args=(project, u, i, per_reviewer, think_s, barrier, results))
+        for i, u in enumerate(users)
+    ]
+    t0 = time.perf_counter()
+    for p in procs:
+        p.start()
     claims: list[float] = []
     decides: list[float] = []
     handed: list[int] = []
-    lock = threading.Lock()
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(len(users))
-
-    def worker(user, seed: int) -> None:
-        my_claims, my_decides, my_items = [], [], []
-        try:
-            barrier.wait()
-            for i in range(per_reviewer):
-                t0 = time.perf_counter()
-                completion = review_claim_next(project=project, reviewer=user)
-                t1 = time.perf_counter()
-                if completion is None:
-                    break
-                my_items.append(completion.pk)
-                if (i + seed) % 5 == 0:
-                    review_decide(
-                        completion=completion,
-                        reviewer=user,
-                        decision="reject",
-                        reason="Unhelpful",
-                        duration_ms=1,
-                    )
-                else:
-                    review_decide(
-                        completion=completion, reviewer=user, decision="approve", duration_ms=1
-                    )
-                t2 = time.perf_counter()
-                my_claims.append(t1 - t0)
-                my_decides.append(t2 - t1)
-                if think_s:
-                    # A person reads the item before deciding: uniform in [0.5, 1.5] × think time.
-                    time.sleep(think_s * (0.5 + ((i * 7919 + seed * 104729) % 1000) / 1000))
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-        finally:
-            connection.close()
-            with lock:
-                claims.extend(my_claims)
-                decides.extend(my_decides)
-                handed.extend(my_items)
-
-    threads = [threading.Thread(target=worker, args=(u, i)) for i, u in enumerate(users)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors: list[str] = []
+    for _ in procs:
+        c, d, items, error = results.get()
+        claims.extend(c)
+        decides.extend(d)
+        handed.extend(items)
+        if error:
+            errors.append(error)
     wall = time.perf_counter() - t0
+    for p in procs:
+        p.join()
     if errors:
-        raise errors[0]
+        raise RuntimeError(errors[0])
     twice = sum(1 for _c, k in Counter(handed).items() if k > 1)
     return {
         "n": len(claims),
@@ -241,6 +270,9 @@ def main() -> None:
     parser.add_argument(
         "--skip-sync-timing", action="store_true", help="seed review items in SQL only"
     )
+    parser.add_argument(
+        "--reuse", action="store_true", help="keep the database of an earlier run (no seeding)"
+    )
     args = parser.parse_args()
 
     url = os.environ.get("DATABASE_URL", "")
@@ -248,7 +280,7 @@ def main() -> None:
         sys.exit(
             "bench/review_queue.py needs DATABASE_URL=postgres://… (SKIP LOCKED is PostgreSQL's)."
         )
-    os.environ["DATABASE_URL"] = _prepare_database(url, args.db_name)
+    os.environ["DATABASE_URL"], reused = _prepare_database(url, args.db_name, args.reuse)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "distillapp.settings")
     import django
 
@@ -257,20 +289,35 @@ def main() -> None:
     from django.db import connection
 
     call_command("migrate", verbosity=0)
-    project, users, job, seeded, review_item = seed(args.completions, args.reviewers + 1)
-    print(f"seeded {args.completions:,} completions (+ prompts, verdicts) in {seeded:.1f} s")
+    from distillapp.review.models import ReviewItem
 
-    from distillapp.review.services import review_queue_sync
+    if reused:
+        from django.contrib.auth import get_user_model
 
-    t0 = time.perf_counter()
-    review_queue_sync(project=project, force=True)
-    sync_s = time.perf_counter() - t0
-    with connection.cursor() as cur:
-        cur.execute("ANALYZE")
-    counts = Counter(
-        review_item.objects.filter(project=project).values_list("state", flat=True).iterator()
-    )
-    print(f"review_queue_sync (first, all items new): {sync_s:.1f} s → {dict(counts)}")
+        from distillapp.projects.models import Project
+
+        project = Project.objects.get(name="Bench")
+        users = list(
+            get_user_model().objects.filter(username__startswith="reviewer").order_by("id")
+        )
+        print(
+            f"reused {args.db_name}: {ReviewItem.objects.filter(project=project).count():,} items"
+        )
+    else:
+        project, users, _job, seeded, _ri = seed(args.completions, args.reviewers + 1)
+        print(f"seeded {args.completions:,} completions (+ prompts, verdicts) in {seeded:.1f} s")
+
+        from distillapp.review.services import review_queue_sync
+
+        t0 = time.perf_counter()
+        review_queue_sync(project=project, force=True)
+        sync_s = time.perf_counter() - t0
+        with connection.cursor() as cur:
+            cur.execute("ANALYZE")
+        counts = Counter(
+            ReviewItem.objects.filter(project=project).values_list("state", flat=True).iterator()
+        )
+        print(f"review_queue_sync (first, all items new): {sync_s:.1f} s → {dict(counts)}")
 
     baseline = run(project, users[-1:], args.per_reviewer)
     loaded = run(project, users[: args.reviewers], args.per_reviewer)

@@ -38,8 +38,12 @@ class ReviewItem(models.Model):
     completion = models.OneToOneField(
         Completion, on_delete=models.CASCADE, related_name="review_item"
     )
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
-    job = models.ForeignKey(GenerationJob, on_delete=models.CASCADE, related_name="+")
+    # No index of their own: (project, state) and (job, prompt) below lead with them, and every
+    # claim and decision updates the row outside HOT, so each index costs an insert per write.
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+", db_index=False)
+    job = models.ForeignKey(
+        GenerationJob, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
     prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="+")
     state = models.CharField(max_length=16, choices=ItemState.choices, default=ItemState.OPEN)
     # Lower is reviewed first in "uncertain first" order (negated uncertainty).

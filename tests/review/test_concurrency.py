@@ -8,7 +8,7 @@ from django.db import connection
 
 from distillapp.accounts.models import Role
 from distillapp.review import services
-from distillapp.review.models import Review, ReviewLease
+from distillapp.review.models import ItemState, Review, ReviewAction, ReviewItem, ReviewLease
 from tests.conftest import USING_POSTGRES
 from tests.factories import MembershipFactory, OrganizationFactory, ProjectFactory, UserFactory
 
@@ -69,4 +69,85 @@ def test_concurrent_reviewers_never_get_an_item_beyond_the_overlap(overlap, make
     assert set(per_item.values()) == {overlap}  # every item exactly k times, never more
     assert len(set(handed)) == len(handed)  # never the same reviewer twice
     assert Review.objects.count() == 20 * overlap
+    assert not ReviewLease.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_overlap_three_under_load_hands_every_item_to_exactly_three_reviewers(make_completions):
+    org = OrganizationFactory()
+    project = ProjectFactory(org=org, settings={"review": {"overlap": 3}})
+    reviewers = []
+    for i in range(10):
+        user = UserFactory(username=f"k3-{i}")
+        MembershipFactory(user=user, org=org, role=Role.REVIEWER)
+        reviewers.append(user)
+    make_completions(project, 30)
+    handed: list[tuple[int, int]] = []
+    lock = threading.Lock()
+
+    def review_all(user):
+        while (c := services.review_claim_next(project=project, reviewer=user)) is not None:
+            with lock:
+                handed.append((c.pk, user.pk))
+            decision = "approve" if (c.pk + user.pk) % 3 else "reject"
+            services.review_decide(
+                completion=c, reviewer=user, decision=decision, reason="Unhelpful"
+            )
+
+    _run(reviewers, review_all)
+
+    assert set(Counter(c for c, _u in handed).values()) == {3}
+    assert len(set(handed)) == len(handed)
+    assert Review.objects.count() == 30 * 3
+    assert not ReviewLease.objects.exists()
+    states = Counter(ReviewItem.objects.values_list("state", flat=True))
+    assert states[ItemState.DONE] + states[ItemState.ADJUDICATION] == 30
+    assert all(i.reviews_count == 3 for i in ReviewItem.objects.all())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_same_decision_sent_from_several_tabs_at_once_is_recorded_once(make_completions):
+    org = OrganizationFactory()
+    project = ProjectFactory(org=org, settings={"review": {"overlap": 1}})
+    user = UserFactory(username="tabs")
+    MembershipFactory(user=user, org=org, role=Role.REVIEWER)
+    make_completions(project, 1)
+    completion = services.review_claim_next(project=project, reviewer=user)
+    assert completion is not None
+
+    def submit(_tab):
+        services.review_decide(completion=completion, reviewer=user, decision="approve")
+
+    _run([user] * 6, submit)
+
+    assert Review.objects.filter(completion=completion).count() == 1
+    assert ReviewAction.objects.filter(completion=completion).count() == 1
+    item = ReviewItem.objects.get(completion=completion)
+    assert (item.state, item.decision, item.reviews_count) == (ItemState.DONE, "approve", 1)
+    assert not ReviewLease.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_reviewers_deciding_one_item_at_once_settle_it_from_all_their_reviews(make_completions):
+    org = OrganizationFactory()
+    project = ProjectFactory(org=org, settings={"review": {"overlap": 4}})
+    reviewers = []
+    for i in range(4):
+        user = UserFactory(username=f"same-{i}")
+        MembershipFactory(user=user, org=org, role=Role.REVIEWER)
+        reviewers.append(user)
+    (only,) = make_completions(project, 1)
+    for user in reviewers:
+        claimed = services.review_claim_next(project=project, reviewer=user)
+        assert claimed is not None and claimed.pk == only.pk
+
+    def decide(user):
+        decision = "reject" if user == reviewers[0] else "approve"
+        services.review_decide(completion=only, reviewer=user, decision=decision, reason="Unsafe")
+
+    _run(reviewers, decide)
+
+    item = ReviewItem.objects.get(completion=only)
+    assert (item.state, item.reviews_count) == (ItemState.ADJUDICATION, 4)
+    assert Review.objects.filter(completion=only).count() == 4
     assert not ReviewLease.objects.exists()

@@ -316,3 +316,21 @@ def test_settings_are_validated_and_lowering_overlap_settles_items(
     assert ReviewItem.objects.get(completion=only).state == ItemState.DONE
     project.refresh_from_db()
     assert project.settings["review"]["reasons"] == ["Bad"]
+
+
+def test_undo_past_an_item_an_admin_settled_moves_on_to_the_decision_before(
+    project, alice, bob, make_completions
+):
+    make_completions(project, 2)
+    first = services.review_claim_next(project=project, reviewer=bob)
+    services.review_decide(completion=first, reviewer=bob, decision="approve")
+    second = services.review_claim_next(project=project, reviewer=bob)
+    services.review_decide(completion=second, reviewer=bob, decision="reject", reason="Unsafe")
+    ReviewItem.objects.filter(completion=second).update(adjudicated_by=alice)
+
+    with pytest.raises(ValidationError, match="settled"):
+        services.review_undo(project=project, reviewer=bob)
+    assert Review.objects.get(completion=second, reviewer=bob).decision == "reject"
+    back = services.review_undo(project=project, reviewer=bob)  # not the same error again
+    assert back.pk == first.pk
+    assert not Review.objects.filter(completion=first, reviewer=bob).exists()
