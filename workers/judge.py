@@ -1,8 +1,11 @@
-"""The LLM judge: asks an OpenAI-compatible teacher to score a completion from 1 to 10.
+"""The LLM judge: asks a project teacher to score a completion from 1 to 10.
 
-Runs on the `default` worker inside the filters task. Calls go through the real `openai` client
-with bounded concurrency (a thread pool); a failure on one item becomes that item's error and
-leaves its score empty, so one bad reply never fails the whole run.
+Runs inside the filters task. An OpenAI-compatible teacher is called through the real `openai`
+client with bounded concurrency (a thread pool), on the `default` worker. A local (`hf_local`)
+teacher is loaded on the worker that runs the task, which is then a `gpu` worker (see
+`distillapp.filters.services.filters_queue`), and judges in batches, greedily. Either way a
+failure on one item becomes that item's error and leaves its score empty, so one bad reply never
+fails the whole run.
 """
 
 from __future__ import annotations
@@ -149,11 +152,79 @@ class JudgeClient:
         self.client.close()
 
 
+class LocalJudgeClient:
+    """The judge on a local model folder: the same prompt as JudgeClient, greedy decoding, in
+    batches of the teacher's batch size. Needs torch (ML extra): only ever built on a worker."""
+
+    def __init__(
+        self,
+        *,
+        model_path: str,
+        rubric: str,
+        device: str = "auto",
+        dtype: str = "auto",
+        batch_size: int = 8,
+        max_tokens: int = 200,
+    ) -> None:
+        from workers.engine import generate_local
+
+        self._gl = generate_local
+        self.lm = generate_local.load(model_path, device=device, dtype=dtype)
+        self.rubric = rubric
+        self.batch_size = max(1, batch_size)
+        self.settings = generate_local.LocalSettings(max_new_tokens=max_tokens, temperature=0.0)
+
+    def judge_many(
+        self, items: Iterable[JudgeItem], on_result: Callable[[JudgeResult], None] | None = None
+    ) -> list[JudgeResult]:
+        gl = self._gl
+        requests = (
+            gl.LocalRequest(
+                key=item.key,
+                messages=build_messages(
+                    rubric=self.rubric, prompt=item.prompt, completion=item.completion
+                ),
+            )
+            for item in items
+        )
+        results: list[JudgeResult] = []
+
+        def on_batch(batch: list[Any]) -> None:
+            for generated in batch:
+                try:
+                    score, rationale = parse_judgement(generated.text)
+                    result = JudgeResult(generated.key, score, rationale)
+                except JudgeParseError as exc:
+                    result = JudgeResult(generated.key, None, "", error=str(exc))
+                results.append(result)
+                if on_result is not None:
+                    on_result(result)
+
+        gl.generate_all(
+            self.lm, requests, self.settings, batch_size=self.batch_size, on_batch=on_batch
+        )
+        return results
+
+    def close(self) -> None:
+        self.lm = None  # type: ignore[assignment]
+
+
 def client_for_teacher(
     teacher: Any, *, rubric: str, concurrency: int, timeout: float
-) -> JudgeClient:
-    """A JudgeClient for a `generation.Teacher` of kind openai (its key decrypted here only)."""
+) -> JudgeClient | LocalJudgeClient:
+    """A judge client for a `generation.Teacher`: OpenAI-compatible (its key decrypted here only)
+    or a local model folder."""
     from distillapp.core.crypto import decrypt_secret
+    from distillapp.generation.models import TeacherKind
+
+    if teacher.kind == TeacherKind.HF_LOCAL:
+        return LocalJudgeClient(
+            model_path=teacher.model_path,
+            rubric=rubric,
+            device=teacher.device or "auto",
+            dtype=teacher.dtype or "auto",
+            batch_size=teacher.batch_size or 8,
+        )
 
     api_key = decrypt_secret(teacher.api_key_encrypted) if teacher.api_key_encrypted else "none"
     return JudgeClient(

@@ -45,9 +45,9 @@ def filter_config_update(*, project: Project, data: dict[str, Any]) -> FilterCon
         teacher = Teacher.objects.filter(pk=config.judge_teacher_id, project=project).first()
         if teacher is None:
             raise ValidationError({"judge_teacher_id": ["Pick a teacher of this project."]})
-        if teacher.kind != TeacherKind.OPENAI:
+        if teacher.kind == TeacherKind.HF_LOCAL and not teacher.model_path:
             raise ValidationError(
-                {"judge_teacher_id": ["The judge must be an OpenAI-compatible teacher."]}
+                {"judge_teacher_id": ["That local teacher has no model folder to judge with."]}
             )
     with transaction.atomic():
         locked = Project.objects.select_for_update().get(pk=project.pk)
@@ -79,8 +79,21 @@ def filter_run_start(*, project: Project, user: Any, job: Any = None) -> FilterR
             created_by=user if getattr(user, "pk", None) else None,
             message="Waiting for a worker.",
         )
-        execute_filter_run.delay_on_commit(run.pk)
+        execute_filter_run.apply_async_on_commit((run.pk,), queue=filters_queue(project))
     return run
+
+
+def filters_queue(project: Project) -> str:
+    """Where the project's filter runs execute: a local judge model is loaded by the run itself,
+    so with one the run goes to a `gpu` worker (torch, the model's folder); else `default`."""
+    from distillapp.generation.models import Teacher, TeacherKind
+    from workers.queues import Queue
+
+    judge_id = filter_config_for_project(project=project).judge_teacher_id
+    if judge_id is None:
+        return Queue.DEFAULT.value
+    local = Teacher.objects.filter(pk=judge_id, project=project, kind=TeacherKind.HF_LOCAL)
+    return Queue.GPU.value if local.exists() else Queue.DEFAULT.value
 
 
 def _claim(run_id: int) -> bool:
@@ -232,9 +245,7 @@ def _execute(run: FilterRun) -> None:
                 else:
                     outcome.awaiting_judge = True
         else:
-            run.message = (
-                "The judge's teacher no longer exists or is not OpenAI-compatible; judge skipped."
-            )
+            run.message = "The judge's teacher no longer exists; judge skipped."
 
     progress.update(message="Saving verdicts.", force=True)
     _save(project, outcomes)
@@ -389,11 +400,13 @@ def _judge_teacher(project: Project, config: FilterConfig) -> tuple[Any, str]:
 
     if config.judge_teacher_id is None:
         return None, ""
-    teacher = Teacher.objects.filter(
-        pk=config.judge_teacher_id, project=project, kind=TeacherKind.OPENAI
-    ).first()
+    teacher = Teacher.objects.filter(pk=config.judge_teacher_id, project=project).first()
     if teacher is None:
         return None, ""
+    if teacher.kind == TeacherKind.HF_LOCAL:
+        return teacher, config.judge_key(
+            teacher_id=teacher.pk, model=teacher.model_path, base_url="local"
+        )
     return teacher, config.judge_key(
         teacher_id=teacher.pk, model=teacher.model, base_url=teacher.base_url
     )

@@ -113,7 +113,7 @@ def _config_form_data(post: Any) -> dict[str, Any]:
 @login_required
 @require_http_methods(["GET", "POST"])
 def filter_config(request: HtmxHttpRequest, project_id: int) -> HttpResponse:
-    from distillapp.generation.models import Teacher, TeacherKind
+    from distillapp.generation.models import Teacher
 
     project, membership = get_project_for_user(request.user, project_id)
     can_manage = role_at_least(membership.role, Role.ADMIN)
@@ -141,9 +141,7 @@ def filter_config(request: HtmxHttpRequest, project_id: int) -> HttpResponse:
         "filter_names": C.FILTER_NAMES,
         "filter_labels": C.FILTER_LABELS,
         "reference_modes": C.REFERENCE_MODES,
-        "teachers": list(
-            Teacher.objects.filter(project=project, kind=TeacherKind.OPENAI).order_by("name")
-        ),
+        "teachers": list(Teacher.objects.filter(project=project).order_by("name")),
     }
     return render(request, "filters/config.html", ctx, status=422 if errors else 200)
 

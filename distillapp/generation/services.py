@@ -700,7 +700,12 @@ def _enqueue_filters(job_id: int) -> None:
             job_id,
         )
         return
-    run_job_filters.delay_on_commit(job_id)
+    from distillapp.filters.services import filters_queue
+    from distillapp.projects.models import Project
+
+    project = Project.objects.filter(generation_jobs__pk=job_id).first()
+    queue = filters_queue(project) if project is not None else "default"
+    run_job_filters.apply_async_on_commit((job_id,), queue=queue)
 
 
 def generation_job_finish(

@@ -335,17 +335,19 @@ def test_the_judge_key_is_decrypted_and_sent(job, judge, judge_server):
     assert seen == ["Bearer sk-judge-secret"]
 
 
-def test_judge_config_validation_requires_an_openai_teacher_of_the_project(project, other_org):
+def test_judge_config_validation_requires_a_usable_teacher_of_the_project(project, other_org):
     from tests.factories import ProjectFactory
 
     foreign = TeacherFactory(project=ProjectFactory(org=other_org))
     with pytest.raises(ValidationError) as exc:
         filter_config_update(project=project, data={"judge_teacher_id": foreign.pk})
     assert "judge_teacher_id" in exc.value.message_dict
-    local = TeacherFactory(project=project, kind="hf_local")
+    folderless = TeacherFactory(project=project, name="No folder", kind="hf_local", model_path="")
     with pytest.raises(ValidationError) as exc:
-        filter_config_update(project=project, data={"judge_teacher_id": local.pk})
-    assert "OpenAI-compatible" in exc.value.message_dict["judge_teacher_id"][0]
+        filter_config_update(project=project, data={"judge_teacher_id": folderless.pk})
+    assert "model folder" in exc.value.message_dict["judge_teacher_id"][0]
+    local = TeacherFactory(project=project, name="Local", kind="hf_local", model_path="/models/x")
+    assert filter_config_update(project=project, data={"judge_teacher_id": local.pk})
     with pytest.raises(ValidationError) as exc:
         filter_config_update(project=project, data={"enabled": ["judge"]})
     assert "judge_teacher_id" in exc.value.message_dict

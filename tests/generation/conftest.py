@@ -91,6 +91,8 @@ def api_teacher(project, fake_openai):
 def filters_sent(monkeypatch):
     sent: list[int] = []
     fake = types.ModuleType("workers.tasks.filters")
-    fake.run_job_filters = types.SimpleNamespace(delay_on_commit=sent.append)  # type: ignore[attr-defined]
+    fake.run_job_filters = types.SimpleNamespace(  # type: ignore[attr-defined]
+        apply_async_on_commit=lambda args, **options: sent.append(args[0])
+    )
     monkeypatch.setitem(sys.modules, "workers.tasks.filters", fake)
     return sent

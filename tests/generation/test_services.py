@@ -251,7 +251,9 @@ def test_finishing_successfully_enqueues_the_filters(
 ) -> None:
     sent: list[int] = []
     fake = types.ModuleType("workers.tasks.filters")
-    fake.run_job_filters = types.SimpleNamespace(delay_on_commit=sent.append)  # type: ignore[attr-defined]
+    fake.run_job_filters = types.SimpleNamespace(  # type: ignore[attr-defined]
+        apply_async_on_commit=lambda args, **options: sent.append(args[0])
+    )
     monkeypatch.setitem(sys.modules, "workers.tasks.filters", fake)
     job = _start(project, prompt_set, api_teacher)
     claim = services.generation_job_claim(job_id=job.pk)
@@ -267,7 +269,9 @@ def test_a_job_where_every_item_failed_is_failed_and_not_filtered(
 ) -> None:
     sent: list[int] = []
     fake = types.ModuleType("workers.tasks.filters")
-    fake.run_job_filters = types.SimpleNamespace(delay_on_commit=sent.append)  # type: ignore[attr-defined]
+    fake.run_job_filters = types.SimpleNamespace(  # type: ignore[attr-defined]
+        apply_async_on_commit=lambda args, **options: sent.append(args[0])
+    )
     monkeypatch.setitem(sys.modules, "workers.tasks.filters", fake)
     job = _start(project, prompt_set, api_teacher)
     claim = services.generation_job_claim(job_id=job.pk)
