@@ -71,3 +71,14 @@ def test_deleting_a_project_deletes_its_sets_and_prompts(project, org):
     project_delete(project=project)
     assert list(Prompt.objects.values_list("project_id", flat=True)) == [other_project.pk]
     assert PromptSet.objects.filter(project_id=project.pk).count() == 0
+
+
+@pytest.mark.skipif(not USING_POSTGRES, reason="column compression is PostgreSQL's")
+@pytest.mark.django_db
+def test_long_prompt_texts_are_compressed_with_lz4():
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT attcompression FROM pg_attribute"
+            " WHERE attrelid = 'prompts_prompt'::regclass AND attname = 'text'"
+        )
+        assert cursor.fetchone()[0] == "l"
