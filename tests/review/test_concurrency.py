@@ -39,16 +39,21 @@ def _run(reviewers, target):
     assert not errors, errors
 
 
-@pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize("overlap", [1, 2])
-def test_concurrent_reviewers_never_get_an_item_beyond_the_overlap(overlap, make_completions):
+def _project_with_reviewers(overlap: int, count: int, prefix: str):
     org = OrganizationFactory()
     project = ProjectFactory(org=org, settings={"review": {"overlap": overlap}})
     reviewers = []
-    for i in range(8):
-        user = UserFactory(username=f"r{overlap}-{i}")
+    for i in range(count):
+        user = UserFactory(username=f"{prefix}-{i}")
         MembershipFactory(user=user, org=org, role=Role.REVIEWER)
         reviewers.append(user)
+    return project, reviewers
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("overlap", [1, 2])
+def test_concurrent_reviewers_never_get_an_item_beyond_the_overlap(overlap, make_completions):
+    project, reviewers = _project_with_reviewers(overlap, 8, f"r{overlap}")
     make_completions(project, 20)
     handed: list[tuple[int, int]] = []
     lock = threading.Lock()
@@ -74,13 +79,7 @@ def test_concurrent_reviewers_never_get_an_item_beyond_the_overlap(overlap, make
 
 @pytest.mark.django_db(transaction=True)
 def test_overlap_three_under_load_hands_every_item_to_exactly_three_reviewers(make_completions):
-    org = OrganizationFactory()
-    project = ProjectFactory(org=org, settings={"review": {"overlap": 3}})
-    reviewers = []
-    for i in range(10):
-        user = UserFactory(username=f"k3-{i}")
-        MembershipFactory(user=user, org=org, role=Role.REVIEWER)
-        reviewers.append(user)
+    project, reviewers = _project_with_reviewers(3, 10, "k3")
     make_completions(project, 30)
     handed: list[tuple[int, int]] = []
     lock = threading.Lock()
@@ -107,10 +106,7 @@ def test_overlap_three_under_load_hands_every_item_to_exactly_three_reviewers(ma
 
 @pytest.mark.django_db(transaction=True)
 def test_the_same_decision_sent_from_several_tabs_at_once_is_recorded_once(make_completions):
-    org = OrganizationFactory()
-    project = ProjectFactory(org=org, settings={"review": {"overlap": 1}})
-    user = UserFactory(username="tabs")
-    MembershipFactory(user=user, org=org, role=Role.REVIEWER)
+    project, (user,) = _project_with_reviewers(1, 1, "tabs")
     make_completions(project, 1)
     completion = services.review_claim_next(project=project, reviewer=user)
     assert completion is not None
@@ -129,13 +125,7 @@ def test_the_same_decision_sent_from_several_tabs_at_once_is_recorded_once(make_
 
 @pytest.mark.django_db(transaction=True)
 def test_reviewers_deciding_one_item_at_once_settle_it_from_all_their_reviews(make_completions):
-    org = OrganizationFactory()
-    project = ProjectFactory(org=org, settings={"review": {"overlap": 4}})
-    reviewers = []
-    for i in range(4):
-        user = UserFactory(username=f"same-{i}")
-        MembershipFactory(user=user, org=org, role=Role.REVIEWER)
-        reviewers.append(user)
+    project, reviewers = _project_with_reviewers(4, 4, "same")
     (only,) = make_completions(project, 1)
     for user in reviewers:
         claimed = services.review_claim_next(project=project, reviewer=user)

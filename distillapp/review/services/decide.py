@@ -115,6 +115,28 @@ def review_decide(
 _OPTIMISTIC_TRIES = 3
 
 
+def _new_review(
+    completion: Completion,
+    project: Project,
+    reviewer: Any,
+    new: dict[str, Any],
+    duration_ms: int | None,
+    now: Any,
+) -> Review:
+    """An unsaved first Review of `completion` by `reviewer`; the original text is kept beside
+    any edit."""
+    return Review(
+        completion=completion,
+        project=project,
+        reviewer=reviewer,
+        original_text=completion.text,
+        duration_ms=duration_ms,
+        created_at=now,
+        updated_at=now,
+        **new,
+    )
+
+
 def _first_decision(
     completion: Completion,
     project: Project,
@@ -161,16 +183,7 @@ def _first_decision(
             reviewer.pk,
         ],
     )
-    review = Review(
-        completion=completion,
-        project=project,
-        reviewer=reviewer,
-        original_text=completion.text,
-        duration_ms=duration_ms,
-        created_at=now,
-        updated_at=now,
-        **new,
-    )
+    review = _new_review(completion, project, reviewer, new, duration_ms, now)
     lease = (
         f"DELETE FROM {leases} WHERE completion_id = %s AND reviewer_id = %s {{and_source}}",
         [completion.pk, reviewer.pk],
@@ -233,16 +246,7 @@ def _decide_once(
     if unchanged:
         written = _write(item_id, row_version, values, None, None, lease_id)
     elif existing is None:
-        review = Review(
-            completion=completion,
-            project=project,
-            reviewer=reviewer,
-            original_text=completion.text,
-            duration_ms=duration_ms,
-            created_at=now,
-            updated_at=now,
-            **new,
-        )
+        review = _new_review(completion, project, reviewer, new, duration_ms, now)
         written = _write(item_id, row_version, values, review, None, lease_id)
     else:
         previous = _snapshot(existing)
