@@ -38,7 +38,9 @@ def _stage_context(project: Project, user: Any, current: Completion | None) -> d
         "item": selectors.completion_for_review(completion=current, reviewer=user)
         if current
         else None,
-        "progress": selectors.review_progress(project=project, reviewer=user),
+        "progress": selectors.review_progress(
+            project=project, reviewer=user, max_age=selectors.QUEUE_PROGRESS_MAX_AGE
+        ),
     }
 
 
