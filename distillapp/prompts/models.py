@@ -7,12 +7,14 @@ from distillapp.projects.models import Project
 
 
 def chat_messages(messages: object, text: str) -> list[dict[str, str]]:
-    """A stored `messages` value (None for plain text) as a list of {"role", "content"} dicts."""
-    if isinstance(messages, list) and messages:
-        return [
-            {"role": str(m.get("role", "")), "content": str(m.get("content", ""))} for m in messages
-        ]
-    return [{"role": "user", "content": text}]
+    """A stored `messages` value (None for plain text) as a list of {"role", "content"} dicts;
+    anything unreadable falls back to the text as one user message."""
+    out = [
+        {"role": str(m.get("role") or "user"), "content": str(m.get("content", ""))}
+        for m in (messages if isinstance(messages, list) else [])
+        if isinstance(m, dict)
+    ]
+    return out or [{"role": "user", "content": text}]
 
 
 class Split(models.TextChoices):

@@ -214,7 +214,7 @@ def completion_for_review(*, completion: Completion, reviewer: Any = None) -> di
     return {
         "completion": completion,
         "prompt": completion.prompt,
-        "messages": _messages(completion.prompt),
+        "messages": completion.prompt.chat,
         "verdict": verdict,
         "reasons": sorted((verdict.reasons or {}).items()) if verdict is not None else [],
         "siblings": siblings,
@@ -230,18 +230,6 @@ def _has_verdict(completion: Completion) -> bool:
         return completion.verdict is not None
     except Exception:  # RelatedObjectDoesNotExist
         return False
-
-
-def _messages(prompt: Prompt) -> list[dict[str, str]]:
-    messages = prompt.messages if isinstance(prompt.messages, list) else []
-    out = []
-    for m in messages:
-        if isinstance(m, dict):
-            content = m.get("content", "")
-            if not isinstance(content, str):
-                content = str(content)
-            out.append({"role": str(m.get("role", "user")), "content": content})
-    return out or [{"role": "user", "content": prompt.text}]
 
 
 def adjudication_items(*, project: Project) -> Any:

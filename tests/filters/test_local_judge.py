@@ -109,6 +109,9 @@ def test_a_real_tiny_model_judges_every_completion(project, tiny_model_dir):
         torch.set_num_threads(threads)
     for completion in completions:
         verdict = CompletionVerdict.objects.get(completion=completion)
-        assert verdict.judge_score is not None or verdict.reasons["judge"].startswith(
-            "The judge failed"
-        )
+        # A failure must come from reading the model's own reply, not from a call that never
+        # reached the model (an API client would fail with a connection error instead).
+        reason = verdict.reasons.get("judge", "")
+        assert verdict.judge_score is not None or (
+            "No score from 1 to 10" in reason or "empty reply" in reason
+        ), reason
