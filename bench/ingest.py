@@ -9,7 +9,8 @@ a fresh subprocess per path so memory peaks are separate:
   - copy  N    prompt_set_import (duplicates dropped in Python, psycopg COPY straight into the
                prompts table), timed from the call until it returns after the commit, as a
                user's upload is
-  - orm   N    the same parsing and validation, written with Django bulk_create (the baseline)
+  - orm   N    the same parsing, validation and duplicate check, written with Django
+               bulk_create (the baseline)
   - copy  N/4  to show memory does not grow with file size
 The full-text search vectors are filled after the import by a task (workers.tasks.prompts); the
 benchmark runs that task's service right after the big COPY import and prints its time on its own

@@ -5,7 +5,7 @@ must remember what it has written. A Python set of the hashes would cost ~70 byt
 this keeps the first 64 bits of each 128-bit text hash in sorted numpy runs (merged like a binary
 counter up to MAX_RUN, so a lookup touches few runs). Two different prompts share 64 bits with
 probability ~n²/2⁶⁵ (3·10⁻⁸ for a million-prompt file): the later one would be dropped as a
-duplicate, never stored twice; the unique index on the full hash stays the database's guard.
+duplicate, never stored twice.
 """
 
 from __future__ import annotations

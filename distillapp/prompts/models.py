@@ -52,13 +52,19 @@ class PromptSet(models.Model):
 
 
 class Prompt(models.Model):
-    """One prompt. `project` is denormalised so exact duplicates are unique within a project.
+    """One prompt. `project` is denormalised so a project's prompts can be found without its sets.
 
     The table is written a million rows at a time by the import's COPY, so every per-row cost
     counts: the foreign keys are not checked by the database (a per-row trigger that doubled the
     import time; the import writes the ids of the set it has just created, and deletes cascade
     through Django's collector and `prompt_set_delete`), `messages` is stored only for chats, and
     the duplicate key is a 16-byte UUID rather than 64 hex characters.
+
+    Exact duplicates within a project are kept out by the import, the only writer of prompts: it
+    holds the project's import lock and drops every hash the project already has (services). A
+    unique index on (project, text_hash) used to guard this too; its random inserts were a third
+    of the database's work in a large import (and again in the search indexing's UPDATE), so
+    migration 0006 dropped it.
     """
 
     # Both FKs are covered by the composite indexes below, so they get no index of their own.
@@ -89,13 +95,8 @@ class Prompt(models.Model):
         return chat_messages(self.messages, self.text)
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(
-                fields=["project", "text_hash"], name="prompt_unique_text_in_project"
-            ),
-        ]
         # Keyset pages walk (prompt_set, id); a split filter is applied on the way. PostgreSQL also
         # has a `search_vector tsvector` column (not a Django field; filled after import by
         # workers.tasks.prompts) with a GIN index, and a GIN index on metadata (migrations 0002
-        # and 0003, PostgreSQL only).
+        # to 0004, PostgreSQL only).
         indexes = [models.Index(fields=["prompt_set", "id"], name="prompt_set_id_keyset")]

@@ -11,7 +11,7 @@ import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import orjson
 from django.conf import settings
@@ -32,9 +32,11 @@ from distillapp.prompts.parsing import (
     seed_mask,
 )
 
+T = TypeVar("T")
 MAX_SEED = 2**63 - 1
 ORM_BATCH = 500
 SEARCH_INDEX_BATCH = 20_000  # prompt ids per UPDATE of the deferred search indexing
+HASH_READ_CHUNK = 20_000  # existing text hashes read per query on SQLite
 
 
 class PromptImportError(Exception):
@@ -169,11 +171,12 @@ def prompt_set_import(
 ) -> ImportResult:
     """Import a JSONL/CSV/Parquet file as a new prompt set of `project`, all or nothing.
 
-    Rows are streamed and validated as they are written (COPY into a temporary table on PostgreSQL,
-    batched bulk_create elsewhere) inside one transaction that is rolled back if any row is bad, so
-    memory stays flat whatever the file size. Exact duplicates (normalised text, within the file or
-    already in the project) are dropped and counted. Each new prompt is held out when a hash of
-    (seed, text) falls under `heldout_fraction`, unless its `split` field says otherwise.
+    Rows are streamed and validated as they are written (COPY on PostgreSQL, batched bulk_create
+    elsewhere) inside one transaction that is rolled back if any row is bad, so memory stays flat
+    whatever the file size. Exact duplicates (normalised text, within the file or already in the
+    project) are dropped and counted; imports into one project take turns for this. Each new
+    prompt is held out when a hash of (seed, text) falls under `heldout_fraction`, unless its
+    `split` field says otherwise.
 
     Not idempotent: importing the same file again makes a new set whose prompts were all dropped
     as duplicates (imported 0). Raises PromptImportError (see its docstring for the status codes). `use_copy` forces a write path
@@ -220,7 +223,9 @@ def prompt_set_import(
                     created_by=created_by if getattr(created_by, "pk", None) else None,
                 )
                 writer = _write_copy if use_copy else _write_orm
-                counts = writer(prompt_set, rows, errors)
+                # The writer holds the only reference to the hashes (8 bytes a prompt), so they
+                # are freed before the commit and the task it enqueues.
+                counts = writer(prompt_set, rows, errors, _claim_project(project.pk))
                 if errors:
                     raise _rollback(errors)
                 if counts.rows == 0:
@@ -334,18 +339,45 @@ def _json_text(value: Any) -> str:
         return _STDLIB_DUMPS(value)
 
 
-def _chunks(rows: Iterable[Row], size: int) -> Iterator[list[Row]]:
-    it = iter(rows)
+def _chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    it = iter(items)
     while chunk := list(itertools.islice(it, size)):
         yield chunk
 
 
-def _remember_project_hashes(cursor: Any, seen: SeenHashes, project_id: int) -> None:
-    """Load the text hashes the project already has into `seen` (8 bytes each), streamed out of
-    the unique index with COPY, so duplicates of earlier sets are dropped like in-file ones."""
+def _claim_project(project_id: int) -> SeenHashes:
+    """Take the project's import lock and return the text hashes its prompts already have.
+
+    The import is the only writer of prompts, so with the lock held until the commit nothing can
+    add a prompt the returned hashes miss: dropping what they contain keeps the project free of
+    exact duplicates (Prompt has no unique index for this; see its docstring). SQLite needs no
+    lock: its transactions (BEGIN IMMEDIATE) already take turns.
+    """
+    seen = SeenHashes()
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_advisory_xact_lock(%s, %s)", [IMPORT_LOCK_CLASS, project_id % 2**31]
+            )
+            _remember_hashes_copy(cursor, seen, project_id)
+        return seen
+    hashes = (
+        Prompt.objects.filter(prompt_set__project_id=project_id)
+        .values_list("text_hash", flat=True)
+        .iterator(chunk_size=HASH_READ_CHUNK)
+    )
+    for chunk in _chunks(hashes, HASH_READ_CHUNK):
+        seen.remember("".join(value.hex for value in chunk).encode())
+    return seen
+
+
+def _remember_hashes_copy(cursor: Any, seen: SeenHashes, project_id: int) -> None:
+    """Stream the project's text hashes into `seen` with COPY (8 bytes kept per prompt). The
+    project's sets are walked through the keyset index, so other projects' prompts are not read."""
     pending = bytearray()
     with cursor.copy(
-        "COPY (SELECT text_hash FROM prompts_prompt WHERE project_id = %s) TO STDOUT",
+        "COPY (SELECT p.text_hash FROM prompts_prompt p"
+        " JOIN prompts_promptset s ON s.id = p.prompt_set_id WHERE s.project_id = %s) TO STDOUT",
         [project_id],
     ) as copy:
         for data in copy:
@@ -358,39 +390,38 @@ def _remember_project_hashes(cursor: Any, seen: SeenHashes, project_id: int) -> 
         seen.remember(pending)
 
 
-def _write_copy(prompt_set: PromptSet, rows: Iterable[Row], errors: ErrorLog) -> _Counts:
+def _fresh_rows(chunk: list[Row], seen: SeenHashes, counts: _Counts) -> list[Row]:
+    """The chunk's rows whose text the project does not have yet (first occurrence wins);
+    counts them."""
+    new_rows = list(itertools.compress(chunk, seen.first_seen([row.text_hash for row in chunk])))
+    counts.imported += len(new_rows)
+    counts.heldout += [row.split for row in new_rows].count(Split.HELDOUT)
+    return new_rows
+
+
+def _write_copy(
+    prompt_set: PromptSet, rows: Iterable[Row], errors: ErrorLog, seen: SeenHashes
+) -> _Counts:
     """COPY the new prompts straight into their table, dropping duplicates on the way.
 
     The COPY streams: PostgreSQL (its own process, the other core) stores a chunk while Python
-    parses the next. Duplicates never reach the stream, so the unique index on (project,
-    text_hash) is only a guard: `seen` starts with the project's existing hashes and remembers
-    each row written (the first occurrence in the file wins). The project's import lock makes
-    imports into one project take turns, so no other transaction adds a clashing prompt meanwhile.
-    Full-text vectors are filled after the commit by prompt_set_index_search.
+    parses the next. Duplicates never reach the stream: `seen` holds the project's hashes
+    (_claim_project) and remembers each row written. Full-text vectors are filled after the commit
+    by prompt_set_index_search.
     """
     counts = _Counts()
-    seen = SeenHashes()
-    project_id = prompt_set.project_id
-    prefix = f"{project_id}\t{prompt_set.pk}\t"
+    prefix = f"{prompt_set.project_id}\t{prompt_set.pk}\t"
     with connection.cursor() as cursor:
         # All or nothing and can be redone: the commit need not wait for the WAL flush.
         cursor.execute("SET LOCAL synchronous_commit = off")
         # A larger GIN pending list batches the metadata index work of a big insert.
         cursor.execute("SET LOCAL gin_pending_list_limit = '64MB'")
-        cursor.execute(
-            "SELECT pg_advisory_xact_lock(%s, %s)", [IMPORT_LOCK_CLASS, project_id % 2**31]
-        )
-        _remember_project_hashes(cursor, seen, project_id)
         with cursor.copy(f"COPY prompts_prompt ({_COPY_COLUMNS}) FROM STDIN") as copy:
             for chunk in _chunks(rows, COPY_CHUNK_ROWS):
                 counts.rows += len(chunk)
                 if errors:
                     continue  # keep reading: the reader collects up to MAX_ERRORS problems
-                new_rows = list(
-                    itertools.compress(chunk, seen.first_seen([row.text_hash for row in chunk]))
-                )
-                counts.imported += len(new_rows)
-                counts.heldout += [row.split for row in new_rows].count(Split.HELDOUT)
+                new_rows = _fresh_rows(chunk, seen, counts)
                 if new_rows:
                     copy.write(_copy_lines(prefix, new_rows))
             if errors:
@@ -399,25 +430,18 @@ def _write_copy(prompt_set: PromptSet, rows: Iterable[Row], errors: ErrorLog) ->
     return counts
 
 
-def _write_orm(prompt_set: PromptSet, rows: Iterable[Row], errors: ErrorLog) -> _Counts:
-    """bulk_create in batches; a batch's hashes are checked against the project first."""
+def _write_orm(
+    prompt_set: PromptSet, rows: Iterable[Row], errors: ErrorLog, seen: SeenHashes
+) -> _Counts:
+    """bulk_create in batches (SQLite, and the benchmark's baseline), duplicates dropped as by
+    _write_copy."""
     counts = _Counts()
-    batch: list[Row] = []
-
-    def flush() -> None:
-        hashes = {r.text_hash for r in batch}
-        seen = {
-            value.hex
-            for value in Prompt.objects.filter(
-                project_id=prompt_set.project_id, text_hash__in=hashes
-            ).values_list("text_hash", flat=True)
-        }
-        objs = []
-        for r in batch:
-            if r.text_hash in seen:
-                continue
-            seen.add(r.text_hash)
-            objs.append(
+    for chunk in _chunks(rows, ORM_BATCH):
+        counts.rows += len(chunk)
+        if errors:
+            continue
+        Prompt.objects.bulk_create(
+            [
                 Prompt(
                     project_id=prompt_set.project_id,
                     prompt_set_id=prompt_set.pk,
@@ -430,22 +454,10 @@ def _write_orm(prompt_set: PromptSet, rows: Iterable[Row], errors: ErrorLog) -> 
                     split=r.split,
                     text_hash=r.text_hash,
                 )
-            )
-            if r.split == Split.HELDOUT:
-                counts.heldout += 1
-        Prompt.objects.bulk_create(objs, batch_size=ORM_BATCH)
-        counts.imported += len(objs)
-        batch.clear()
-
-    for row in rows:
-        counts.rows += 1
-        if errors:
-            continue
-        batch.append(row)
-        if len(batch) >= ORM_BATCH:
-            flush()
-    if batch and not errors:
-        flush()
+                for r in _fresh_rows(chunk, seen, counts)
+            ],
+            batch_size=ORM_BATCH,
+        )
     return counts
 
 

@@ -8,9 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from distillapp.prompts import services
 from distillapp.prompts.models import Prompt, PromptSet, Split
 from distillapp.prompts.parsing import MAX_ERRORS
 from distillapp.prompts.services import PromptImportError, prompt_set_import
+from tests.conftest import USING_POSTGRES
+from tests.factories import ProjectFactory
 from tests.prompts.conftest import jsonl, parquet_bytes, upload
 
 pytestmark = pytest.mark.django_db
@@ -118,6 +121,34 @@ def test_exact_duplicates_are_dropped_within_the_file_and_against_the_project(pr
     )
     assert (second.imported, second.duplicates_dropped) == (1, 2)  # NFKC folds full-width letters
     assert second.prompt_set.total_count == 1 and second.prompt_set.duplicates_dropped == 2
+
+
+WRITERS = [False, pytest.param(True, marks=pytest.mark.skipif(not USING_POSTGRES, reason="COPY"))]
+
+
+@pytest.mark.parametrize("use_copy", WRITERS, ids=["bulk_create", "copy"])
+def test_every_earlier_set_of_the_project_and_only_of_the_project_is_checked(
+    project, org, monkeypatch, use_copy
+):
+    """Duplicates are dropped against all the project's prompts (read in chunks on SQLite), by
+    both writers; the same text in another project is not a duplicate."""
+    monkeypatch.setattr(services, "HASH_READ_CHUNK", 3)
+    texts = [f"prompt {i}" for i in range(10)]
+    for start in (0, 4, 8):  # three sets: 0-3, 4-7, 8-9
+        chunk = [{"prompt": t} for t in texts[start : start + 4]]
+        do_import(project, "part.jsonl", jsonl(*chunk), use_copy=use_copy)
+    again = do_import(
+        project, "all.jsonl", jsonl(*({"prompt": t} for t in [*texts, "new"])), use_copy=use_copy
+    )
+    assert (again.imported, again.duplicates_dropped) == (1, 10)
+    elsewhere = do_import(
+        ProjectFactory(org=org),
+        "all.jsonl",
+        jsonl(*({"prompt": t} for t in texts)),
+        use_copy=use_copy,
+    )
+    assert (elsewhere.imported, elsewhere.duplicates_dropped) == (10, 0)
+    assert Prompt.objects.filter(project=project).count() == 11
 
 
 def test_chats_with_other_roles_are_not_duplicates_of_the_plain_prompt(project):

@@ -63,6 +63,39 @@ def test_an_import_waits_while_another_import_holds_the_project(project):
     assert sorted(Prompt.objects.values_list("text", flat=True)) == ["only second", "shared"]
 
 
+@pytest.mark.skipif(not USING_POSTGRES, reason="SQLite runs one write transaction at a time")
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_imports_of_the_same_prompts_store_each_prompt_once(project):
+    """The import lock is what keeps a project free of duplicates (there is no unique index): two
+    imports of overlapping files started together store every text once between them."""
+    records = [{"prompt": f"shared prompt {i}"} for i in range(300)]
+    start = threading.Barrier(2)
+    results: list = []
+    errors: list = []
+
+    def run(name: str, rows: list[dict]) -> None:
+        try:
+            start.wait(10)
+            results.append(_import(project, rows, name))
+        except Exception as exc:  # surfaced by the assertions below
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [
+        threading.Thread(target=run, args=("a", records)),
+        threading.Thread(target=run, args=("b", [*reversed(records), {"prompt": "only b"}])),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors, errors
+    assert sorted(r.imported for r in results) in ([0, 301], [1, 300])
+    texts = list(Prompt.objects.filter(project=project).values_list("text", flat=True))
+    assert len(texts) == len(set(texts)) == 301
+
+
 @pytest.mark.django_db
 def test_deleting_a_project_deletes_its_sets_and_prompts(project, org):
     other_project = ProjectFactory(org=org)
