@@ -52,7 +52,7 @@ class PromptSet(models.Model):
 
 
 class Prompt(models.Model):
-    """One prompt. `project` is denormalised so a project's prompts can be found without its sets.
+    """One prompt of a set. `project` repeats the set's project (written by the import).
 
     The table is written a million rows at a time by the import's COPY, so every per-row cost
     counts: the foreign keys are not checked by the database (a per-row trigger that doubled the
@@ -67,9 +67,11 @@ class Prompt(models.Model):
     migration 0006 dropped it.
     """
 
-    # Both FKs are covered by the composite indexes below, so they get no index of their own.
+    # Not indexed: a prompt goes when its set goes, and deleting a project deletes its sets (their
+    # prompts found through the keyset index below). DO_NOTHING keeps Django's collector from
+    # also looking for the project's prompts by this column, a scan of the whole table.
     project = models.ForeignKey(
-        Project, on_delete=models.CASCADE, related_name="+", db_index=False, db_constraint=False
+        Project, on_delete=models.DO_NOTHING, related_name="+", db_index=False, db_constraint=False
     )
     prompt_set = models.ForeignKey(
         PromptSet,

@@ -8,6 +8,7 @@ import threading
 import psycopg
 import pytest
 from django.db import connection, connections
+from django.test.utils import CaptureQueriesContext
 
 from distillapp.projects.services import project_delete
 from distillapp.prompts.models import Prompt, PromptSet
@@ -104,6 +105,20 @@ def test_deleting_a_project_deletes_its_sets_and_prompts(project, org):
     project_delete(project=project)
     assert list(Prompt.objects.values_list("project_id", flat=True)) == [other_project.pk]
     assert PromptSet.objects.filter(project_id=project.pk).count() == 0
+
+
+@pytest.mark.django_db
+def test_a_deleted_project_takes_its_prompts_through_its_sets_never_by_project_id(project, org):
+    """Nothing indexes prompts_prompt.project_id, so a delete must never look prompts up by it
+    (a scan of every project's prompts); a plain project.delete() still removes them."""
+    other_project = ProjectFactory(org=org)
+    _import(project, [{"prompt": "a"}, {"prompt": "b"}], "mine")
+    _import(other_project, [{"prompt": "a"}], "theirs")
+    with CaptureQueriesContext(connection) as queries:
+        project.delete()
+    by_project = [q["sql"] for q in queries if '"prompts_prompt"."project_id"' in q["sql"]]
+    assert not by_project
+    assert list(Prompt.objects.values_list("project_id", flat=True)) == [other_project.pk]
 
 
 @pytest.mark.skipif(not USING_POSTGRES, reason="column compression is PostgreSQL's")
