@@ -403,12 +403,11 @@ def _judge_teacher(project: Project, config: FilterConfig) -> tuple[Any, str]:
     teacher = Teacher.objects.filter(pk=config.judge_teacher_id, project=project).first()
     if teacher is None:
         return None, ""
-    if teacher.kind == TeacherKind.HF_LOCAL:
-        return teacher, config.judge_key(
-            teacher_id=teacher.pk, model=teacher.model_path, base_url="local"
-        )
+    local = teacher.kind == TeacherKind.HF_LOCAL
     return teacher, config.judge_key(
-        teacher_id=teacher.pk, model=teacher.model, base_url=teacher.base_url
+        teacher_id=teacher.pk,
+        model=teacher.model_path if local else teacher.model,
+        base_url="local" if local else teacher.base_url,
     )
 
 

@@ -691,21 +691,18 @@ def _count(
         delta["completion_tokens"] += sign * completion_tokens
 
 
-def _enqueue_filters(job_id: int) -> None:
+def _enqueue_filters(job: GenerationJob) -> None:
     try:
         from workers.tasks.filters import run_job_filters
     except ImportError:
         logger.warning(
             "workers.tasks.filters.run_job_filters is not available; job %s was not filtered.",
-            job_id,
+            job.pk,
         )
         return
     from distillapp.filters.services import filters_queue
-    from distillapp.projects.models import Project
 
-    project = Project.objects.filter(generation_jobs__pk=job_id).first()
-    queue = filters_queue(project) if project is not None else "default"
-    run_job_filters.apply_async_on_commit((job_id,), queue=queue)
+    run_job_filters.apply_async_on_commit((job.pk,), queue=filters_queue(job.project))
 
 
 def generation_job_finish(
@@ -746,7 +743,7 @@ def generation_job_finish(
             retry_failed=False,
         )
         if status == JobStatus.SUCCEEDED and done > 0:
-            transaction.on_commit(lambda: _enqueue_filters(job_id))
+            transaction.on_commit(lambda: _enqueue_filters(job))
     job.refresh_from_db()
     return job
 

@@ -65,7 +65,6 @@ def project_delete(*, project: Project) -> None:
     from distillapp.prompts.models import PromptSet
     from distillapp.prompts.services import prompt_set_delete
 
-    with transaction.atomic():
-        for prompt_set in PromptSet.objects.filter(project=project):
-            prompt_set_delete(prompt_set=prompt_set)
-        project.delete()
+    for prompt_set in PromptSet.objects.filter(project=project):
+        prompt_set_delete(prompt_set=prompt_set)
+    project.delete()

@@ -11,13 +11,14 @@ import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any
 
 import orjson
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 from django.db.models import F, Max, Min, ProtectedError, RestrictedError
 
+from distillapp.core.iterables import chunked
 from distillapp.projects.models import Project
 from distillapp.prompts.fingerprints import SeenHashes
 from distillapp.prompts.models import Prompt, PromptSet, Split
@@ -32,7 +33,6 @@ from distillapp.prompts.parsing import (
     seed_mask,
 )
 
-T = TypeVar("T")
 MAX_SEED = 2**63 - 1
 ORM_BATCH = 500
 SEARCH_INDEX_BATCH = 20_000  # prompt ids per UPDATE of the deferred search indexing
@@ -339,12 +339,6 @@ def _json_text(value: Any) -> str:
         return _STDLIB_DUMPS(value)
 
 
-def _chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
-    it = iter(items)
-    while chunk := list(itertools.islice(it, size)):
-        yield chunk
-
-
 def _claim_project(project_id: int) -> SeenHashes:
     """Take the project's import lock and return the text hashes its prompts already have.
 
@@ -366,14 +360,15 @@ def _claim_project(project_id: int) -> SeenHashes:
         .values_list("text_hash", flat=True)
         .iterator(chunk_size=HASH_READ_CHUNK)
     )
-    for chunk in _chunks(hashes, HASH_READ_CHUNK):
+    for chunk in chunked(hashes, HASH_READ_CHUNK):
         seen.remember("".join(value.hex for value in chunk).encode())
     return seen
 
 
 def _remember_hashes_copy(cursor: Any, seen: SeenHashes, project_id: int) -> None:
-    """Stream the project's text hashes into `seen` with COPY (8 bytes kept per prompt). The
-    project's sets are walked through the keyset index, so other projects' prompts are not read."""
+    """Stream the project's text hashes into `seen` with COPY (8 bytes kept per prompt). They are
+    found through the project's sets, which the keyset index (prompt_set, id) serves: nothing
+    indexes prompts_prompt.project_id."""
     pending = bytearray()
     with cursor.copy(
         "COPY (SELECT p.text_hash FROM prompts_prompt p"
@@ -417,7 +412,7 @@ def _write_copy(
         # A larger GIN pending list batches the metadata index work of a big insert.
         cursor.execute("SET LOCAL gin_pending_list_limit = '64MB'")
         with cursor.copy(f"COPY prompts_prompt ({_COPY_COLUMNS}) FROM STDIN") as copy:
-            for chunk in _chunks(rows, COPY_CHUNK_ROWS):
+            for chunk in chunked(rows, COPY_CHUNK_ROWS):
                 counts.rows += len(chunk)
                 if errors:
                     continue  # keep reading: the reader collects up to MAX_ERRORS problems
@@ -436,7 +431,7 @@ def _write_orm(
     """bulk_create in batches (SQLite, and the benchmark's baseline), duplicates dropped as by
     _write_copy."""
     counts = _Counts()
-    for chunk in _chunks(rows, ORM_BATCH):
+    for chunk in chunked(rows, ORM_BATCH):
         counts.rows += len(chunk)
         if errors:
             continue

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
@@ -38,12 +37,11 @@ QUEUE_PROGRESS_MAX_AGE = 5.0
 
 
 def _state_counts(project: Project, max_age: float) -> tuple[dict[str, int], int]:
-    """(items per state, approved items) of the project, from the cache when `max_age` allows."""
+    """(items per state, approved items) of the project; with `max_age` > 0, counted at most that
+    many seconds ago (the cache entry expires then)."""
     key = f"review-progress:{project.pk}"
-    if max_age > 0:
-        cached = cache.get(key)
-        if cached is not None and time.monotonic() - cached[0] <= max_age:
-            return cached[1], cached[2]
+    if max_age > 0 and (cached := cache.get(key)) is not None:
+        return cached
     counts = dict(
         ReviewItem.objects.filter(project=project)
         .values_list("state")
@@ -53,7 +51,8 @@ def _state_counts(project: Project, max_age: float) -> tuple[dict[str, int], int
     approved = ReviewItem.objects.filter(
         project=project, state=ItemState.DONE, decision=FinalDecision.APPROVE
     ).count()
-    cache.set(key, (time.monotonic(), counts, approved), timeout=max(int(max_age), 1) * 2)
+    if max_age > 0:
+        cache.set(key, (counts, approved), timeout=max_age)
     return counts, approved
 
 

@@ -10,9 +10,10 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from distillapp.core.crypto import decrypt_secret
+from distillapp.filters.services import filter_config_update
 from distillapp.generation import selectors, services
 from distillapp.generation.models import Completion, CompletionStatus, GenerationJob, JobStatus
-from tests.factories import ProjectFactory, PromptSetFactory
+from tests.factories import ProjectFactory, PromptSetFactory, TeacherFactory
 from tests.generation.conftest import API_KEY
 from workers.teachers.openai_runner import ItemResult
 
@@ -262,6 +263,26 @@ def test_finishing_successfully_enqueues_the_filters(
     with django_capture_on_commit_callbacks(execute=True):
         services.generation_job_finish(job_id=job.pk, token=claim.token, outcome="completed")
     assert sent == [job.pk]
+
+
+def test_a_finished_job_whose_judge_is_a_local_model_is_filtered_on_a_gpu_worker(
+    project, prompt_set, api_teacher, enqueued, monkeypatch, django_capture_on_commit_callbacks
+) -> None:
+    judge = TeacherFactory(project=project, name="Judge", kind="hf_local", model_path="/m")
+    filter_config_update(project=project, data={"judge_teacher_id": judge.pk})
+    sent: list[tuple] = []
+    fake = types.ModuleType("workers.tasks.filters")
+    fake.run_job_filters = types.SimpleNamespace(  # type: ignore[attr-defined]
+        apply_async_on_commit=lambda args, **options: sent.append((args, options))
+    )
+    monkeypatch.setitem(sys.modules, "workers.tasks.filters", fake)
+    job = _start(project, prompt_set, api_teacher)
+    claim = services.generation_job_claim(job_id=job.pk)
+    pid = prompt_set.prompts.filter(split="train").first().pk
+    services.generation_job_write_results(job_id=job.pk, token=claim.token, results=[_ok(pid)])
+    with django_capture_on_commit_callbacks(execute=True):
+        services.generation_job_finish(job_id=job.pk, token=claim.token, outcome="completed")
+    assert sent == [((job.pk,), {"queue": "gpu"})]
 
 
 def test_a_job_where_every_item_failed_is_failed_and_not_filtered(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterable
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -11,6 +9,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from distillapp.core.iterables import chunked
 from distillapp.generation.models import Completion
 from distillapp.projects.models import Project
 from distillapp.review.conf import MAX_OVERLAP, MAX_REASONS, ORDERS, ReviewSettings, review_settings
@@ -24,12 +23,6 @@ from distillapp.review.models import (
 )
 from distillapp.review.services.state import recount
 from distillapp.review.services.sync import BATCH, reviewable_q
-
-
-def _chunks(it: Iterable[Any], size: int) -> Iterable[list[Any]]:
-    iterator = iter(it)
-    while batch := list(itertools.islice(iterator, size)):
-        yield batch
 
 
 def review_adjudicate(
@@ -138,7 +131,7 @@ def review_bulk_apply(
         )
         ids = [pk for pk, _s, _c in rows]
         now = timezone.now()
-        for chunk in _chunks(ids, BATCH):
+        for chunk in chunked(ids, BATCH):
             ReviewItem.objects.filter(pk__in=chunk).update(
                 state=ItemState.DONE,
                 decision=decision,
@@ -147,7 +140,7 @@ def review_bulk_apply(
                 decided_at=now,
                 lease_expires_at=None,
             )
-        for chunk in _chunks([c for _p, _s, c in rows], BATCH):
+        for chunk in chunked([c for _p, _s, c in rows], BATCH):
             ReviewLease.objects.filter(completion_id__in=chunk).delete()
     return action
 
@@ -161,7 +154,7 @@ def review_bulk_undo(*, bulk_action: BulkAction) -> int:
             return 0
         ids = [pk for pk, _state in action.items]
         restored = 0
-        for chunk in _chunks(ids, BATCH):
+        for chunk in chunked(ids, BATCH):
             items = ReviewItem.objects.select_for_update().filter(pk__in=chunk, bulk_action=action)
             restored += items.filter(reviews_count=0).update(
                 state=ItemState.OPEN,

@@ -218,7 +218,6 @@ def _claim_in_one_statement(
     )
     params += [project.pk, reviewer.pk, until, now, until, until, until, until]
     return _fetch_found(head, params, prepared=True)
-    return _fetch_found(head, params)
 
 
 def _claim_in_steps(

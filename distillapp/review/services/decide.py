@@ -33,6 +33,7 @@ from distillapp.review.services._sql import (
 from distillapp.review.services.claim import lease_until
 from distillapp.review.services.state import (
     facts_sql,
+    is_settled,
     item_update,
     recount,
     settle,
@@ -213,7 +214,7 @@ def _decide_once(
     if not rows:
         raise ValidationError("This completion is not in the review queue.")
     item_id, state, adjudicated_by_id, bulk_action_id, row_version = rows[0][:5]
-    settled = bool(adjudicated_by_id or bulk_action_id or state == ItemState.EXCLUDED)
+    settled = is_settled(adjudicated_by_id, bulk_action_id, state)
     facts = [row[5:] for row in rows if row[5] is not None]
     mine = [f for f in facts if f[2] == reviewer.pk]
     review_id = next((f[1] for f in mine if f[0] == 0), None)
@@ -232,9 +233,8 @@ def _decide_once(
         # Only the lease goes; the review keeps its place among the others.
         reviews = [(f[3], f[4]) for f in facts if f[0] == 0 and f[3] != Decision.SKIP]
     elif new["decision"] != Decision.SKIP:
-        reviews.append(
-            (new["decision"], new["edited_text"])
-        )  # the latest change: the last edit wins
+        # The latest change goes last: the last edit wins.
+        reviews.append((new["decision"], new["edited_text"]))
     values = settle(
         reviews=reviews,
         expiries=[f[5] for f in others if f[0] == 1],

@@ -42,6 +42,12 @@ def item_facts(*, completion_id: int, now: datetime) -> list[tuple[Any, ...]]:
     return fetchall(f"SELECT * FROM ({sql}) f ORDER BY kind, at, id", params)
 
 
+def is_settled(adjudicated_by_id: Any, bulk_action_id: Any, state: str) -> bool:
+    """An admin decided the item (adjudication, bulk action) or a filter took it out: reviews then
+    only update its count (see `settle`)."""
+    return bool(adjudicated_by_id or bulk_action_id or state == ItemState.EXCLUDED)
+
+
 def settle(
     *,
     reviews: Sequence[tuple[str, str | None]],
@@ -107,8 +113,6 @@ def recount(item: ReviewItem, cfg: ReviewSettings) -> None:
     item_settle(
         item_id=item.pk,
         completion_id=item.completion_id,
-        settled=bool(
-            item.adjudicated_by_id or item.bulk_action_id or item.state == ItemState.EXCLUDED
-        ),
+        settled=is_settled(item.adjudicated_by_id, item.bulk_action_id, item.state),
         cfg=cfg,
     )

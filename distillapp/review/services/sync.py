@@ -77,9 +77,8 @@ def review_queue_sync(*, project: Project, force: bool = False) -> int:
 
     added = _insert_missing_items(project)
     if added > 10_000 and connection.vendor == "postgresql":
-        with (
-            connection.cursor() as cursor
-        ):  # fresh statistics, or the planner takes a big table for empty
+        # Fresh statistics, or the planner takes a big table for empty.
+        with connection.cursor() as cursor:
             cursor.execute(f"ANALYZE {ReviewItem._meta.db_table}")
     if (
         force
