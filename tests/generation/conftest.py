@@ -88,11 +88,21 @@ def api_teacher(project, fake_openai):
 
 
 @pytest.fixture
-def filters_sent(monkeypatch):
+def filters_options() -> list[dict]:
+    """The options (e.g. the queue) of each filter run `filters_sent` recorded."""
+    return []
+
+
+@pytest.fixture
+def filters_sent(monkeypatch, filters_options):
+    """The job ids of the filter runs enqueued, recorded by a stand-in task module."""
     sent: list[int] = []
+
+    def send(args, **options):
+        sent.append(args[0])
+        filters_options.append(options)
+
     fake = types.ModuleType("workers.tasks.filters")
-    fake.run_job_filters = types.SimpleNamespace(  # type: ignore[attr-defined]
-        apply_async_on_commit=lambda args, **options: sent.append(args[0])
-    )
+    fake.run_job_filters = types.SimpleNamespace(apply_async_on_commit=send)  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "workers.tasks.filters", fake)
     return sent

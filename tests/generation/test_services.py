@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import sys
-import types
 from datetime import timedelta
 from decimal import Decimal
 
@@ -247,53 +245,34 @@ def test_retry_failed_is_refused_without_failures(
         services.generation_job_retry_failed(job=job)
 
 
+@pytest.mark.parametrize("local_judge, queue", [(False, "default"), (True, "gpu")])
 def test_finishing_successfully_enqueues_the_filters(
-    project, prompt_set, api_teacher, enqueued, monkeypatch, django_capture_on_commit_callbacks
+    project,
+    prompt_set,
+    api_teacher,
+    enqueued,
+    filters_sent,
+    filters_options,
+    django_capture_on_commit_callbacks,
+    local_judge,
+    queue,
 ) -> None:
-    sent: list[int] = []
-    fake = types.ModuleType("workers.tasks.filters")
-    fake.run_job_filters = types.SimpleNamespace(  # type: ignore[attr-defined]
-        apply_async_on_commit=lambda args, **options: sent.append(args[0])
-    )
-    monkeypatch.setitem(sys.modules, "workers.tasks.filters", fake)
+    """On a gpu worker when the project's LLM judge is a local model, which the run loads."""
+    if local_judge:
+        judge = TeacherFactory(project=project, name="Judge", kind="hf_local", model_path="/m")
+        filter_config_update(project=project, data={"judge_teacher_id": judge.pk})
     job = _start(project, prompt_set, api_teacher)
     claim = services.generation_job_claim(job_id=job.pk)
     pid = prompt_set.prompts.filter(split="train").first().pk
     services.generation_job_write_results(job_id=job.pk, token=claim.token, results=[_ok(pid)])
     with django_capture_on_commit_callbacks(execute=True):
         services.generation_job_finish(job_id=job.pk, token=claim.token, outcome="completed")
-    assert sent == [job.pk]
-
-
-def test_a_finished_job_whose_judge_is_a_local_model_is_filtered_on_a_gpu_worker(
-    project, prompt_set, api_teacher, enqueued, monkeypatch, django_capture_on_commit_callbacks
-) -> None:
-    judge = TeacherFactory(project=project, name="Judge", kind="hf_local", model_path="/m")
-    filter_config_update(project=project, data={"judge_teacher_id": judge.pk})
-    sent: list[tuple] = []
-    fake = types.ModuleType("workers.tasks.filters")
-    fake.run_job_filters = types.SimpleNamespace(  # type: ignore[attr-defined]
-        apply_async_on_commit=lambda args, **options: sent.append((args, options))
-    )
-    monkeypatch.setitem(sys.modules, "workers.tasks.filters", fake)
-    job = _start(project, prompt_set, api_teacher)
-    claim = services.generation_job_claim(job_id=job.pk)
-    pid = prompt_set.prompts.filter(split="train").first().pk
-    services.generation_job_write_results(job_id=job.pk, token=claim.token, results=[_ok(pid)])
-    with django_capture_on_commit_callbacks(execute=True):
-        services.generation_job_finish(job_id=job.pk, token=claim.token, outcome="completed")
-    assert sent == [((job.pk,), {"queue": "gpu"})]
+    assert filters_sent == [job.pk] and filters_options == [{"queue": queue}]
 
 
 def test_a_job_where_every_item_failed_is_failed_and_not_filtered(
-    project, prompt_set, api_teacher, enqueued, monkeypatch, django_capture_on_commit_callbacks
+    project, prompt_set, api_teacher, enqueued, filters_sent, django_capture_on_commit_callbacks
 ) -> None:
-    sent: list[int] = []
-    fake = types.ModuleType("workers.tasks.filters")
-    fake.run_job_filters = types.SimpleNamespace(  # type: ignore[attr-defined]
-        apply_async_on_commit=lambda args, **options: sent.append(args[0])
-    )
-    monkeypatch.setitem(sys.modules, "workers.tasks.filters", fake)
     job = _start(project, prompt_set, api_teacher)
     claim = services.generation_job_claim(job_id=job.pk)
     ids = prompt_set.prompts.filter(split="train").values_list("pk", flat=True)
@@ -302,7 +281,7 @@ def test_a_job_where_every_item_failed_is_failed_and_not_filtered(
     )
     with django_capture_on_commit_callbacks(execute=True):
         job = services.generation_job_finish(job_id=job.pk, token=claim.token, outcome="completed")
-    assert job.status == JobStatus.FAILED and sent == []
+    assert job.status == JobStatus.FAILED and filters_sent == []
 
 
 def test_recover_re_enqueues_only_jobs_with_a_stale_heartbeat(
