@@ -13,6 +13,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+
+os.environ.setdefault(
+    "DISTILLERY_OUTBOUND_ALLOW", "127.0.0.1/32"
+)  # its fake teacher is on loopback
 import subprocess
 import sys
 import time
@@ -21,7 +25,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from workers.teachers.openai_runner import Decoding, ItemResult, RunnerConfig, WorkItem, run_openai  # noqa: E402
+from workers.engine.teachers.openai_runner import (  # noqa: E402
+    Decoding,
+    ItemResult,
+    RunnerConfig,
+    WorkItem,
+    run_openai,
+)
 
 
 def start_server(latency: float, rate_429: float) -> tuple[subprocess.Popen, str]:

@@ -8,13 +8,14 @@ from django.core.exceptions import PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import DataError
 from django.http import Http404, HttpRequest, HttpResponse
-from ninja import NinjaAPI
+from ninja import NinjaAPI, Swagger
 from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
 from ninja.security import HttpBearer, django_auth
 
 from distillapp.accounts.services import api_token_authenticate
 from distillapp.core.cursor import InvalidCursor
+from distillapp.core.openapi import add_error_responses
 
 
 class BearerToken(HttpBearer):
@@ -25,11 +26,20 @@ class BearerToken(HttpBearer):
         return user
 
 
-api = NinjaAPI(
+class DistilleryAPI(NinjaAPI):
+    def get_openapi_schema(self, **kwargs: Any) -> Any:
+        # Every operation declares the `{detail, errors}` answers of the handlers below.
+        return add_error_responses(super().get_openapi_schema(**kwargs))
+
+
+api = DistilleryAPI(
     title="Distillery API",
     version="1",
     urls_namespace="api",
     auth=[BearerToken(), django_auth],
+    # Swagger UI from ninja's bundled static files ("ninja" is in INSTALLED_APPS), no CDN;
+    # "Authorize" takes a bearer token and keeps it across reloads for "Try it out".
+    docs=Swagger(settings={"persistAuthorization": True}),
 )
 
 
@@ -97,6 +107,7 @@ def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
 
 def _register_routers() -> None:
     from distillapp.accounts.api import router as accounts_router
+    from distillapp.datasets.api import router as datasets_router
     from distillapp.filters.api import router as filters_router
     from distillapp.generation.api import router as generation_router
     from distillapp.projects.api import router as projects_router
@@ -110,6 +121,7 @@ def _register_routers() -> None:
         generation_router,
         filters_router,
         review_router,
+        datasets_router,
     ):
         api.add_router("/", router)
 

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 from django.contrib import admin
+from django.templatetags.static import static
 from django.urls import include, path
+from django.views.generic import RedirectView
 
 from distillapp.api import api
 from distillapp.core.views import healthz
@@ -9,6 +11,8 @@ from distillapp.core.views import healthz
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
+    # Browsers ask for /favicon.ico whatever the page says; point them at the SVG.
+    path("favicon.ico", RedirectView.as_view(url=static("favicon.svg"), permanent=True)),
     path("api/v1/", api.urls),
     path("", include("distillapp.accounts.urls")),
     path("", include("distillapp.projects.urls")),
@@ -16,4 +20,5 @@ urlpatterns = [
     path("", include("distillapp.generation.urls")),
     path("", include("distillapp.filters.urls")),
     path("", include("distillapp.review.urls")),
+    path("", include("distillapp.datasets.urls")),
 ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+from dataclasses import dataclass
 from urllib.parse import urlparse
 
 import pytest
@@ -49,11 +50,45 @@ def _fast_password_hashing(settings):
 
 
 @pytest.fixture(autouse=True)
+def _loopback_outbound_and_tmp_model_roots(settings, monkeypatch, tmp_path_factory):
+    """The fake teachers and judges listen on 127.0.0.1, and tiny models live in pytest's temp
+    folders: allow exactly those, as an operator would with DISTILLERY_OUTBOUND_ALLOW and
+    DISTILLERY_MODEL_ROOTS. tests/security sets its own, stricter values."""
+    loopback = ["127.0.0.1/32", "::1/128"]
+    settings.OUTBOUND_ALLOW = loopback
+    # Engine code built without a policy (worker subprocesses too) reads the environment.
+    monkeypatch.setenv("DISTILLERY_OUTBOUND_ALLOW", ",".join(loopback))
+    settings.MODEL_ROOTS = [*settings.MODEL_ROOTS, tmp_path_factory.getbasetemp()]
+
+
+@pytest.fixture(autouse=True)
 def _empty_cache():
     # Cached values (e.g. review progress counts) are keyed by ids a rolled-back test may reuse.
     from django.core.cache import cache
 
     cache.clear()
+
+
+@dataclass(frozen=True)
+class SentTask:
+    name: str
+    args: tuple
+    queue: str
+
+
+@pytest.fixture
+def sent_tasks(monkeypatch) -> list[SentTask]:
+    """Every task the code under test enqueues (by name), recorded at once instead of sent to a
+    broker after commit; tests then run what they need themselves."""
+    from distillapp.core import dispatch
+
+    sent: list[SentTask] = []
+    monkeypatch.setattr(
+        dispatch,
+        "enqueue",
+        lambda name, *args, queue: sent.append(SentTask(name, args, str(queue))),
+    )
+    return sent
 
 
 @pytest.fixture
@@ -125,10 +160,21 @@ def api_client():
     return make
 
 
+def _dataset_values(project, alice) -> dict:
+    """A dataset and one (not yet built) version of it, for the access matrix."""
+    from distillapp.datasets.models import Dataset, DatasetVersion
+
+    dataset = Dataset.objects.create(project=project, name="world", created_by=alice)
+    version = DatasetVersion.objects.create(
+        dataset=dataset, project=project, number=1, created_by=alice
+    )
+    return {"dataset_id": dataset.pk, "version_id": version.pk}
+
+
 @pytest.fixture
 def world(project, alice, adam, bob, vera, charlie):
     """One of every object kind in `project`, keyed by the URL kwarg that names it."""
-    from distillapp.accounts.services import api_token_create
+    from distillapp.accounts.services import api_token_create, invitation_create
 
     prompt_set = PromptSetFactory(project=project)
     PromptFactory(prompt_set=prompt_set)
@@ -136,6 +182,9 @@ def world(project, alice, adam, bob, vera, charlie):
     job = GenerationJobFactory(project=project, teacher=teacher, prompt_set=prompt_set)
     completion = CompletionFactory(job=job, prompt=PromptFactory(prompt_set=prompt_set))
     token, _plain = api_token_create(user=alice, name="alice's")
+    invitation, _link = invitation_create(
+        org=project.org, role=Role.VIEWER, actor_membership=alice.memberships.get()
+    )
     values = {
         "org_id": project.org_id,
         "project_id": project.pk,
@@ -144,7 +193,9 @@ def world(project, alice, adam, bob, vera, charlie):
         "job_id": job.pk,
         "completion_id": completion.pk,
         "token_id": token.pk,
+        "invitation_id": invitation.pk,
         "username": "vera",
+        **_dataset_values(project, alice),
     }
     return {
         "values": values,

@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 from django.urls import resolve
 
-from workers.queues import Queue
+from distillapp.core.queues import Queue
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = yaml.safe_load((ROOT / "compose.yaml").read_text())

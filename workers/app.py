@@ -1,24 +1,34 @@
-"""The Celery application. Start workers with `celery -A workers.app worker -Q default,teacher`.
+"""The Celery application. Start workers with `celery -A workers.app worker -Q default,teacher`
+and one beat with `celery -A workers.app beat`.
 
-Tasks live in `workers/tasks/`: thin, idempotent functions that take ids and call services.
+Tasks live in `workers/tasks/`: thin, idempotent functions that take ids and call services. This
+module names them (`include`) without importing them, so the web can import the app to send a task
+by name (`distillapp.core.dispatch`) without importing any task module.
 """
 
 from __future__ import annotations
 
 import os
+import pkgutil
+from pathlib import Path
 
 import django
 from celery import Celery
 from kombu import Queue as KombuQueue
-
-from workers.queues import Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "distillapp.settings")
 django.setup()
 
 from django.conf import settings  # noqa: E402  (needs django.setup first)
 
-app = Celery("distillery")
+from distillapp.core.queues import Queue  # noqa: E402
+
+TASK_MODULES = [
+    f"workers.tasks.{module.name}"
+    for module in pkgutil.iter_modules([str(Path(__file__).with_name("tasks"))])
+]
+
+app = Celery("distillery", include=TASK_MODULES)
 app.conf.update(
     broker_url=settings.CELERY_BROKER_URL,
     broker_connection_retry_on_startup=True,
@@ -49,23 +59,15 @@ app.conf.update(
         else {"visibility_timeout": settings.CELERY_BROKER_VISIBILITY_TIMEOUT}
     ),
 )
-# Routing by module: workers/tasks/teacher.py runs on `teacher`, gpu.py on `gpu`, the rest on default.
-app.conf.task_routes = {
-    "workers.tasks.teacher.*": {"queue": Queue.TEACHER.value},
-    "workers.tasks.gpu.*": {"queue": Queue.GPU.value},
-    "workers.tasks.*": {"queue": Queue.DEFAULT.value},
+# Services send every run's task with its queue (distillapp.core.dispatch); anything sent without
+# one goes to `default`.
+app.conf.task_routes = {"workers.tasks.*": {"queue": Queue.DEFAULT.value}}
+
+# Celery beat (one per deployment): the sweep that re-enqueues runs whose worker died.
+app.conf.beat_schedule = {
+    "sweep-stale-runs": {
+        "task": "workers.tasks.maintenance.sweep_stale_runs",
+        "schedule": float(settings.RUN_SWEEP_SECONDS),
+        "options": {"queue": Queue.DEFAULT.value, "expires": float(settings.RUN_SWEEP_SECONDS)},
+    }
 }
-
-
-def _import_task_modules() -> None:
-    """Register every module under workers/tasks; a module's name picks its queue (see routes)."""
-    import importlib
-    import pkgutil
-
-    import workers.tasks
-
-    for module in pkgutil.iter_modules(workers.tasks.__path__):
-        importlib.import_module(f"workers.tasks.{module.name}")
-
-
-_import_task_modules()

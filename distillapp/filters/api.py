@@ -6,7 +6,6 @@ from typing import Any
 from django.http import Http404, HttpRequest
 from ninja import Body, Router, Schema, Status
 
-from distillapp.accounts.access import get_completion_for_user, get_project_for_user
 from distillapp.accounts.models import Role
 from distillapp.core.cursor import decode_cursor, encode_cursor
 from distillapp.filters import services
@@ -18,6 +17,8 @@ from distillapp.filters.selectors import (
     filter_summary,
     verdicts_for_project,
 )
+from distillapp.generation.access import get_completion_for_user
+from distillapp.projects.access import get_project_for_user
 
 router = Router(tags=["filters"])
 
@@ -47,6 +48,8 @@ class VerdictOut(Schema):
     reasons: dict[str, str]
     judge_score: float | None
     judge_rationale: str
+    judge_error: str  # why the judge gave no score; empty when it scored or did not run
+    judge_reply: str  # the start of an unreadable judge reply (up to 2,000 characters)
     duplicate_of_id: int | None
     restored_by: str | None
     restored_at: datetime | None
@@ -82,6 +85,8 @@ def _verdict_out(v: CompletionVerdict) -> VerdictOut:
         reasons=dict(v.reasons or {}),
         judge_score=v.judge_score,
         judge_rationale=v.judge_rationale,
+        judge_error=v.judge_error,
+        judge_reply=v.judge_reply,
         duplicate_of_id=v.duplicate_of_id,
         restored_by=v.restored_by.username if v.restored_by else None,
         restored_at=v.restored_at,
@@ -142,7 +147,9 @@ def list_verdicts(
     job_id: int | None = None,
     cursor: str | None = None,
     limit: int = 100,
+    judge_error: bool = False,
 ) -> VerdictPage:
+    """Verdicts in id order; `judge_error=true`: only those the judge could not score."""
     project, _m = get_project_for_user(request.user, project_id)
     states = [s for s in (state or "").split(",") if s in VerdictState.values] or None
     limit = max(1, min(limit, 500))
@@ -153,6 +160,7 @@ def list_verdicts(
         job_id=job_id,
         after_id=decode_cursor(cursor),
         limit=limit,
+        judge_error=judge_error,
     )
     return VerdictPage(
         items=[_verdict_out(v) for v in items],

@@ -80,6 +80,9 @@ class FilterConfig:
     echo_threshold: float = 0.8
     reference_mode: str = "normalised"
     dedup_threshold: float = 0.8
+    # Off: a prompt's own samples are never near-duplicates of each other (several samples per
+    # prompt, best one picked later); on: they are compared like any two completions.
+    dedup_within_prompt: bool = False
     judge_teacher_id: int | None = None
     judge_rubric: str = DEFAULT_RUBRIC
     judge_threshold: float = 6.0
@@ -136,6 +139,17 @@ def _as_float(
         errors.setdefault(name, []).append(f"Enter a number from {lo:g} to {hi:g}.")
         return None
     return number
+
+
+def _as_bool(errors: dict[str, list[str]], name: str, value: Any) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("on", "true", "1", "yes"):
+        return True
+    if isinstance(value, str) and value.strip().lower() in ("", "off", "false", "0", "no"):
+        return False
+    errors.setdefault(name, []).append("Choose yes or no.")
+    return None
 
 
 def validate_config(data: dict[str, Any], *, partial: bool = False) -> FilterConfig:
@@ -210,6 +224,9 @@ def validate_config(data: dict[str, Any], *, partial: bool = False) -> FilterCon
     out["reference_mode"] = mode
     out["dedup_threshold"] = _as_float(
         errors, "dedup_threshold", data.get("dedup_threshold", base.dedup_threshold), lo=0.3, hi=1.0
+    )
+    out["dedup_within_prompt"] = _as_bool(
+        errors, "dedup_within_prompt", data.get("dedup_within_prompt", base.dedup_within_prompt)
     )
 
     teacher_id = data.get("judge_teacher_id", base.judge_teacher_id)

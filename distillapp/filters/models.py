@@ -3,6 +3,8 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
+from distillapp.core.runs.models import Run
+from distillapp.core.runs.models import RunStatus as CoreRunStatus
 from distillapp.projects.models import Project
 
 
@@ -35,6 +37,10 @@ class CompletionVerdict(models.Model):
     # Which judge (teacher, model, rubric) gave `judge_score`: a re-run with the same judge keeps
     # the score instead of paying for the call again.
     judge_key = models.CharField(max_length=64, blank=True, default="")
+    # Why the judge gave no score (a failed call, or a reply that is not the JSON asked for) and,
+    # for an unreadable reply, the start of what it said. Never a score, never a filter.
+    judge_error = models.TextField(blank=True, default="")
+    judge_reply = models.TextField(blank=True, default="")
     duplicate_of = models.ForeignKey(
         "generation.Completion", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
@@ -58,14 +64,11 @@ class CompletionVerdict(models.Model):
         return self.state == VerdictState.FILTERED
 
 
-class RunStatus(models.TextChoices):
-    QUEUED = "queued", "Queued"
-    RUNNING = "running", "Running"
-    SUCCEEDED = "succeeded", "Succeeded"
-    FAILED = "failed", "Failed"
+# One status vocabulary for every run (distillapp.core.runs).
+RunStatus = CoreRunStatus
 
 
-class FilterRun(models.Model):
+class FilterRun(Run):
     """One pass of the filters over a job's completions or the whole project; progress for the UI."""
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="filter_runs")
@@ -76,27 +79,15 @@ class FilterRun(models.Model):
         blank=True,
         related_name="filter_runs",
     )
-    status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED)
     trigger = models.CharField(max_length=16, default="manual")  # manual | job_finished
-    done = models.IntegerField(default=0)
-    total = models.IntegerField(default=0)
-    message = models.TextField(blank=True, default="")
     counts = models.JSONField(default=dict, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [models.Index(fields=["project", "status"], name="filterrun_project_status")]
-
-    @property
-    def is_active(self) -> bool:
-        return self.status in (RunStatus.QUEUED, RunStatus.RUNNING)
 
     @property
     def scope_label(self) -> str:

@@ -6,10 +6,12 @@ from datetime import timedelta
 from typing import Any
 
 from django.apps import apps
+from django.conf import settings
 from django.db import connection
 from django.db.models import Avg, Count, Q, QuerySet
 from django.utils import timezone
 
+from distillapp.core.runs.models import CLAIMED_STATUSES
 from distillapp.filters.config import (
     FILTER_LABELS,
     FILTER_NAMES,
@@ -19,8 +21,6 @@ from distillapp.filters.config import (
 from distillapp.filters.models import CompletionVerdict, FilterRun, RunStatus, VerdictState
 from distillapp.projects.models import Project
 
-# A running run whose heartbeat is older than this is presumed dead (its worker crashed).
-STALE_AFTER = timedelta(minutes=10)
 # A queued run nobody picked up for this long no longer blocks a new one.
 QUEUED_EXPIRES = timedelta(hours=1)
 
@@ -30,13 +30,15 @@ def filter_config_for_project(*, project: Project) -> FilterConfig:
 
 
 def filter_run_active(*, project: Project) -> FilterRun | None:
-    """The run that blocks starting another one: queued recently, or running with a live heartbeat."""
+    """The run that blocks starting another one: queued recently, or claimed with a live
+    heartbeat (a run whose worker died is re-sent by the sweep and no longer blocks)."""
     now = timezone.now()
+    stale = now - timedelta(seconds=settings.RUN_STALE_SECONDS)
     return (
         FilterRun.objects.filter(project=project)
         .filter(
             Q(status=RunStatus.QUEUED, created_at__gte=now - QUEUED_EXPIRES)
-            | Q(status=RunStatus.RUNNING, heartbeat_at__gte=now - STALE_AFTER)
+            | Q(status__in=CLAIMED_STATUSES, heartbeat_at__gte=stale)
         )
         .order_by("-created_at", "-id")
         .first()
@@ -71,8 +73,10 @@ def verdicts_for_project(
     job_id: int | None = None,
     after_id: int | None = None,
     limit: int = 50,
+    judge_error: bool = False,
 ) -> list[CompletionVerdict]:
-    """Verdicts (with completion and prompt) in id order, keyset-paginated by `after_id`."""
+    """Verdicts (with completion and prompt) in id order, keyset-paginated by `after_id`;
+    `judge_error`: only those the judge could not score (a failed call or an unreadable reply)."""
     qs = CompletionVerdict.objects.filter(project=project).select_related(
         "completion", "completion__prompt", "restored_by"
     )
@@ -82,6 +86,8 @@ def verdicts_for_project(
         qs = _with_flag(qs, flag)
     if job_id:
         qs = qs.filter(completion__job_id=job_id)
+    if judge_error:
+        qs = qs.exclude(judge_error="")
     if after_id:
         qs = qs.filter(id__gt=after_id)
     return list(qs.order_by("id")[:limit])
@@ -123,6 +129,8 @@ def filter_summary(*, project: Project) -> dict[str, Any]:
             "scored": judged["n"] or 0,
             "mean_score": round(judged["mean"], 2) if judged["mean"] is not None else None,
             "threshold": config.judge_threshold,
+            # Calls that failed or replies that were not the JSON asked for: no score, kept.
+            "errors": verdicts.exclude(judge_error="").count(),
         },
         "agreement": judge_agreement(project=project),
     }

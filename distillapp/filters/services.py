@@ -10,25 +10,40 @@ from __future__ import annotations
 
 import logging
 import time
+from array import array
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 
+from distillapp.core.queues import Queue
+from distillapp.core.runs.services import (
+    ClaimLost,
+    ClaimState,
+    run_cancel,
+    run_claim,
+    run_end,
+    run_enqueue,
+    run_fail,
+    run_heartbeat,
+)
 from distillapp.filters import config as C
 from distillapp.filters import dedup, heuristics
 from distillapp.filters.config import FilterConfig, validate_config
 from distillapp.filters.models import CompletionVerdict, FilterRun, RunStatus, VerdictState
-from distillapp.filters.selectors import STALE_AFTER, filter_config_for_project, filter_run_active
+from distillapp.filters.selectors import filter_config_for_project, filter_run_active
 from distillapp.projects.models import Project
 
 logger = logging.getLogger(__name__)
 
 _SAVE_BATCH = 1000
+# Completions read at once: the pipeline's memory is one batch plus compact state per completion.
+_BATCH = 2000
 _PROGRESS_EVERY_S = 1.0
 _KEPT_STATES = (VerdictState.PASSED, VerdictState.RESTORED, VerdictState.PENDING)
 
@@ -62,8 +77,6 @@ def filter_config_update(*, project: Project, data: dict[str, Any]) -> FilterCon
 
 def filter_run_start(*, project: Project, user: Any, job: Any = None) -> FilterRun:
     """Queue a run over one job's completions or the whole project; one active run per project."""
-    from workers.tasks.filters import execute_filter_run
-
     if job is not None and job.project_id != project.pk:
         raise ValidationError({"job_id": ["That job is not in this project."]})
     with transaction.atomic():
@@ -79,78 +92,70 @@ def filter_run_start(*, project: Project, user: Any, job: Any = None) -> FilterR
             created_by=user if getattr(user, "pk", None) else None,
             message="Waiting for a worker.",
         )
-        execute_filter_run.apply_async_on_commit((run.pk,), queue=filters_queue(project))
+        run_enqueue(run)
     return run
 
 
-def filters_queue(project: Project) -> str:
+def filters_start_for_job(*, job: Any) -> FilterRun:
+    """Queue the automatic filter run of a job that just finished (called inside the transaction
+    that ends the job, which only one worker can commit, so a job gets one such run)."""
+    run = FilterRun.objects.create(
+        project_id=job.project_id, job=job, trigger="job_finished", message="Waiting for a worker."
+    )
+    run_enqueue(run)
+    return run
+
+
+def filters_queue(project: Project) -> Queue:
     """Where the project's filter runs execute: a local judge model is loaded by the run itself,
     so with one the run goes to a `gpu` worker (torch, the model's folder); else `default`."""
     from distillapp.generation.models import Teacher, TeacherKind
-    from workers.queues import Queue
 
     judge_id = filter_config_for_project(project=project).judge_teacher_id
     if judge_id is None:
-        return Queue.DEFAULT.value
+        return Queue.DEFAULT
     local = Teacher.objects.filter(pk=judge_id, project=project, kind=TeacherKind.HF_LOCAL)
-    return Queue.GPU.value if local.exists() else Queue.DEFAULT.value
+    return Queue.GPU if local.exists() else Queue.DEFAULT
 
 
-def _claim(run_id: int) -> bool:
-    """queued → running; also takes over a run whose worker died (stale heartbeat)."""
-    now = timezone.now()
-    return bool(
-        FilterRun.objects.filter(pk=run_id)
-        .filter(
-            Q(status=RunStatus.QUEUED)
-            | Q(status=RunStatus.RUNNING, heartbeat_at__lt=now - STALE_AFTER)
-        )
-        .update(status=RunStatus.RUNNING, started_at=now, heartbeat_at=now, message="Starting.")
-    )
+def filter_run_cancel(*, run: FilterRun) -> FilterRun:
+    """Queued → cancelled; running → cancelling (the worker stops at its next progress write)."""
+    return run_cancel(run)
 
 
 def filter_run_execute(*, run_id: int) -> FilterRun | None:
-    """Run a queued FilterRun. Returns None if another worker has it or it already finished."""
-    if not _claim(run_id):
+    """Claim and run a FilterRun (or take over one whose worker died). Idempotent: a second
+    delivery of the same task gets no claim and returns None; verdicts are upserts."""
+    claim = run_claim(FilterRun, pk=run_id)
+    if claim.state != ClaimState.CLAIMED or claim.run is None:
         return None
     run = FilterRun.objects.select_related("project", "job").get(pk=run_id)
-    return _execute_guarded(run)
-
-
-def filters_run_for_job(*, job: Any) -> FilterRun:
-    """Filter a finished generation job's completions now (called by the worker task)."""
-    now = timezone.now()
-    run = FilterRun.objects.create(
-        project_id=job.project_id,
-        job=job,
-        trigger="job_finished",
-        status=RunStatus.RUNNING,
-        started_at=now,
-        heartbeat_at=now,
-        message="Starting.",
-    )
-    run = FilterRun.objects.select_related("project", "job").get(pk=run.pk)
-    return _execute_guarded(run)
-
-
-def _execute_guarded(run: FilterRun) -> FilterRun:
+    token = claim.token
     try:
-        _execute(run)
+        _execute(run, token)
+    except ClaimLost:
+        logger.warning("filter run %s: another worker took it over; this one stops.", run_id)
+        return None
+    except _Cancelled:
+        run_end(FilterRun, pk=run_id, token=token, status=RunStatus.CANCELLED, message="Cancelled.")
     except Exception as exc:
-        logger.exception("filter run %s failed", run.pk)
-        FilterRun.objects.filter(pk=run.pk).update(
-            status=RunStatus.FAILED,
-            finished_at=timezone.now(),
-            message=f"Failed: {type(exc).__name__}: {exc}"[:2000],
-        )
+        logger.exception("filter run %s failed", run_id)
+        run_fail(FilterRun, pk=run_id, token=token, message=f"Failed: {type(exc).__name__}: {exc}")
         raise
     run.refresh_from_db()
     return run
 
 
+class _Cancelled(Exception):
+    pass
+
+
 class _Progress:
-    def __init__(self, run: FilterRun) -> None:
+    """Progress and heartbeat of the claimed run, written at most once a second."""
+
+    def __init__(self, run: FilterRun, token: str) -> None:
         self.run = run
+        self.token = token
         self.done = 0
         self.total = 0
         self._last = 0.0
@@ -172,12 +177,16 @@ class _Progress:
         now = time.monotonic()
         if force or now - self._last >= _PROGRESS_EVERY_S:
             self._last = now
-            FilterRun.objects.filter(pk=self.run.pk).update(
+            status = run_heartbeat(
+                FilterRun,
+                pk=self.run.pk,
+                token=self.token,
                 done=self.done,
                 total=self.total,
                 message=self.run.message,
-                heartbeat_at=timezone.now(),
             )
+            if status == RunStatus.CANCELLING:
+                raise _Cancelled
 
 
 @dataclass
@@ -188,6 +197,8 @@ class _Outcome:
     judge_score: float | None = None
     judge_rationale: str = ""
     judge_key: str = ""
+    judge_error: str = ""
+    judge_reply: str = ""
     awaiting_judge: bool = False
 
     def fail(self, name: str, reason: str) -> None:
@@ -196,77 +207,184 @@ class _Outcome:
         self.reasons[name] = reason
 
 
-def _execute(run: FilterRun) -> None:
+@dataclass
+class _Tally:
+    """The run's counts, added up as verdicts are written (no per-completion state)."""
+
+    total: int = 0
+    filtered: int = 0
+    judge_errors: int = 0
+    by_flag: dict[str, int] = field(default_factory=dict)
+
+    def add(self, outcome: _Outcome) -> None:
+        if outcome.flags:
+            self.filtered += 1
+        for name in outcome.flags:
+            self.flag(name)
+        if outcome.judge_error:
+            self.judge_errors += 1
+
+    def flag(self, name: str) -> None:
+        self.by_flag[name] = self.by_flag.get(name, 0) + 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "total": self.total,
+            "filtered": self.filtered,
+            "passed": self.total - self.filtered,
+            "by_flag": self.by_flag,
+            "judge_errors": self.judge_errors,
+        }
+
+
+def _batches(
+    qs: Any, fields: tuple[str, ...], size: int = _BATCH
+) -> Iterator[list[tuple[Any, ...]]]:
+    """Rows of `qs` in id order, `size` at a time (keyset pagination: flat memory, no OFFSET)."""
+    last = 0
+    while True:
+        rows = list(qs.filter(id__gt=last).order_by("id").values_list("id", *fields)[:size])
+        if not rows:
+            return
+        yield rows
+        last = rows[-1][0]
+
+
+def _execute(run: FilterRun, token: str) -> None:
+    """Stream the scope in batches: per-completion filters (verdicts of failures saved per batch),
+    then duplicates over the whole project from compact per-completion state, then the verdicts
+    of the rest, then the judge. Memory stays flat apart from that state (`dedup.DedupIndex`)."""
     from distillapp.generation.models import Completion, CompletionStatus
 
     project = run.project
     config = filter_config_for_project(project=project)
-    progress = _Progress(run)
-    scope = Completion.objects.filter(job__project=project, status=CompletionStatus.OK)
-    if run.job_id:
-        scope = scope.filter(job_id=run.job_id)
-    rows = list(
-        scope.order_by("id").values_list(
-            "id", "text", "finish_reason", "prompt__text", "prompt__reference", "prompt__metadata"
-        )
-    )
-    progress.update(
-        message=f"Checking {len(rows)} completions.", done=0, total=len(rows), force=True
-    )
+    progress = _Progress(run, token)
+    ok = Completion.objects.filter(job__project=project, status=CompletionStatus.OK)
+    scope = ok.filter(job_id=run.job_id) if run.job_id else ok
+    total = scope.count()
+    tally = _Tally(total=total)
+    progress.update(message=f"Checking {total} completions.", done=0, total=total, force=True)
 
-    outcomes: dict[int, _Outcome] = {}
-    for n, (cid, text, finish_reason, prompt_text, reference, metadata) in enumerate(rows, 1):
-        outcomes[cid] = _check_one(
-            config, text, finish_reason, prompt_text or "", reference, metadata or {}
-        )
-        if n % 500 == 0:
-            progress.update(done=n)
-    progress.update(done=len(rows), message="Looking for duplicates.", force=True)
-
+    index: dedup.DedupIndex | None = None
     if config.is_enabled(C.EXACT_DUPLICATE) or config.is_enabled(C.NEAR_DUPLICATE):
-        _mark_duplicates(project, config, outcomes, job_id=run.job_id)
+        index = dedup.DedupIndex(
+            exact=config.is_enabled(C.EXACT_DUPLICATE),
+            near=config.is_enabled(C.NEAR_DUPLICATE),
+            threshold=config.dedup_threshold,
+            within_group=config.dedup_within_prompt,
+            capacity=ok.count() if run.job_id else total,
+        )
+    # The scope's completions that failed no filter yet: their verdicts are written once the
+    # duplicates are known (8 bytes each).
+    clean: array[int] = array("q")
+    done = 0
+    fields = ("prompt_id", "text", "finish_reason", "prompt__text", "prompt__reference")
+    for rows in _batches(scope, (*fields, "prompt__metadata")):
+        flagged: dict[int, _Outcome] = {}
+        ranks = []
+        for cid, _pid, text, finish_reason, prompt_text, reference, metadata in rows:
+            outcome = _check_one(
+                config, text, finish_reason, prompt_text or "", reference, metadata or {}
+            )
+            if outcome.flags:
+                flagged[cid] = outcome
+                tally.add(outcome)
+                ranks.append(dedup.RANK_OTHER)
+            else:
+                clean.append(cid)
+                ranks.append(dedup.RANK_CLEAN)
+        if index is not None:
+            index.add(
+                [r[0] for r in rows],
+                [r[1] for r in rows],
+                ranks,
+                [r[2] for r in rows],
+                in_scope=True,
+            )
+        # A failure is final whatever the duplicates: saved now, so memory holds one batch.
+        _save(project, flagged)
+        done += len(rows)
+        progress.update(done=done)
+
+    duplicates: dedup.Duplicates | None = None
+    if index is not None:
+        progress.update(done=done, message="Looking for duplicates.", force=True)
+        if run.job_id:
+            # The rest of the project, ranked by its verdicts, so a later job's copy of an
+            # earlier answer is caught and the earlier one kept.
+            outside = ok.exclude(job_id=run.job_id)
+            for rows in _batches(outside, ("prompt_id", "text", "verdict__state")):
+                index.add(
+                    [r[0] for r in rows],
+                    [r[1] for r in rows],
+                    [_outside_rank(r[3]) for r in rows],
+                    [r[2] for r in rows],
+                    in_scope=False,
+                )
+                progress.update()
+        duplicates = index.resolve(_fetch_texts)
+        del index
 
     judge_key = ""
     teacher = None
     if config.is_enabled(C.JUDGE):
         teacher, judge_key = _judge_teacher(project, config)
-        if teacher is not None:
-            cached = {
-                cid: (score, rationale)
-                for cid, score, rationale in _scope_verdicts(project, run.job_id)
-                .filter(judge_key=judge_key, judge_score__isnull=False)
-                .values_list("completion_id", "judge_score", "judge_rationale")
-            }
-            for cid, outcome in outcomes.items():
-                if outcome.flags:
-                    continue
-                if cid in cached:
-                    _apply_judge(outcome, config, cached[cid][0], cached[cid][1], "", judge_key)
-                else:
-                    outcome.awaiting_judge = True
-        else:
+        if teacher is None:
             run.message = "The judge's teacher no longer exists; judge skipped."
 
     progress.update(message="Saving verdicts.", force=True)
-    _save(project, outcomes)
+    if duplicates is not None:
+        _flag_failed_duplicates(project, duplicates, clean, config, tally)
+    waiting: array[int] = array("q")
+    for start in range(0, len(clean), _BATCH):
+        batch = clean[start : start + _BATCH]
+        outcomes = {cid: _Outcome() for cid in batch}
+        if duplicates is not None:
+            for cid, outcome in outcomes.items():
+                _mark_duplicate(outcome, duplicates.get(cid), config)
+        if teacher is not None:
+            _apply_cached_judge(outcomes, config, judge_key)
+        _save(project, outcomes)
+        for cid, outcome in outcomes.items():
+            if outcome.awaiting_judge:
+                waiting.append(cid)  # counted once judged
+            else:
+                tally.add(outcome)
+        progress.update()
 
-    waiting = [cid for cid, o in outcomes.items() if o.awaiting_judge]
     if waiting and teacher is not None:
-        _run_judge(project, config, teacher, judge_key, waiting, rows, outcomes, progress)
+        _run_judge(project, config, teacher, judge_key, waiting, tally, progress)
 
-    counts = _counts(outcomes)
-    FilterRun.objects.filter(pk=run.pk).update(
+    counts = tally.as_dict()
+    errors = counts["judge_errors"]
+    run_end(
+        FilterRun,
+        pk=run.pk,
+        token=token,
         status=RunStatus.SUCCEEDED,
-        finished_at=timezone.now(),
-        heartbeat_at=timezone.now(),
         done=progress.total,
         total=progress.total,
         counts=counts,
         message=(
             f"Checked {counts['total']} completions: {counts['passed']} passed, {counts['filtered']} filtered out."
+            + (f" The judge failed on {errors} (no score, not filtered out)." if errors else "")
             + (f" {run.message}" if "judge skipped" in run.message else "")
         ),
     )
+
+
+def _outside_rank(state: str | None) -> int:
+    if state is None:
+        # Not checked yet (e.g. another job's run in progress): ranked like this run's clean
+        # ones, by id, so two concurrent runs pick the same keeper.
+        return dedup.RANK_CLEAN
+    return dedup.RANK_KEPT if state in _KEPT_STATES else dedup.RANK_OTHER
+
+
+def _fetch_texts(ids: Sequence[int]) -> dict[int, str]:
+    from distillapp.generation.models import Completion
+
+    return dict(Completion.objects.filter(id__in=ids).values_list("id", "text"))
 
 
 def _check_one(
@@ -314,85 +432,62 @@ def _check_one(
     return out
 
 
-def _mark_duplicates(
-    project: Project, config: FilterConfig, outcomes: dict[int, _Outcome], *, job_id: int | None
+def _mark_duplicate(
+    outcome: _Outcome, found: tuple[int, int, int, float] | None, config: FilterConfig
 ) -> None:
-    """Group duplicates over all OK completions of the project and flag all but one per group.
-
-    The kept one is, in order of preference: a completion outside this run that is already kept
-    (passed, restored or awaiting the judge), then one of this run with no other flag or outside
-    it and not checked yet, then any; ties go to the lowest id. Only completions of this run get
-    new verdicts.
-    """
-    from distillapp.generation.models import Completion, CompletionStatus
-
-    pairs = list(
-        Completion.objects.filter(job__project=project, status=CompletionStatus.OK)
-        .order_by("id")
-        .values_list("id", "text")
-    )
-    pairs = [(cid, text) for cid, text in pairs if text.strip()]
-    ids = [cid for cid, _ in pairs]
-    texts = [text for _, text in pairs]
-    outside_state: dict[int, str] = {}
-    if job_id is not None:
-        outside_state = dict(
-            CompletionVerdict.objects.filter(project=project)
-            .exclude(completion__job_id=job_id)
-            .values_list("completion_id", "state")
+    if found is None:
+        return
+    kind, first, keeper, similarity = found
+    outcome.duplicate_of = keeper
+    if kind == dedup.EXACT:
+        outcome.fail(C.EXACT_DUPLICATE, f"Identical to completion #{first}; #{keeper} is kept.")
+    else:
+        outcome.fail(
+            C.NEAR_DUPLICATE,
+            f"Near-duplicate of completion #{keeper}, which is kept "
+            f"(Jaccard {similarity:.2f}; threshold {config.dedup_threshold:.2f}).",
         )
 
-    def rank(i: int) -> tuple[int, int]:
-        cid = ids[i]
-        if cid in outcomes:
-            return (1 if not outcomes[cid].flags else 2, cid)
-        state = outside_state.get(cid)
-        if state is None:
-            # Not checked yet (e.g. another job's run in progress): ranked like this run's clean
-            # ones, by id, so two concurrent runs pick the same keeper.
-            return (1, cid)
-        return (0 if state in _KEPT_STATES else 2, cid)
 
-    rep_of: dict[int, int] = {}
-    if config.is_enabled(C.EXACT_DUPLICATE):
-        for group in dedup.exact_duplicate_groups(texts):
-            keeper = min(group, key=rank)
-            rep_of.update({m: keeper for m in group if m != keeper})
-    near_of: dict[int, int] = {}
-    if config.is_enabled(C.NEAR_DUPLICATE):
-        reps = [i for i in range(len(texts)) if i not in rep_of]
-        for group in dedup.near_duplicate_groups(
-            [texts[i] for i in reps], threshold=config.dedup_threshold
-        ):
-            members = [reps[x] for x in group]
-            keeper = min(members, key=rank)
-            near_of.update({m: keeper for m in members if m != keeper})
-
-    for i, cid in enumerate(ids):
-        outcome = outcomes.get(cid)
-        if outcome is None:
-            continue
-        if i in rep_of:
-            first = rep_of[i]
-            final = near_of.get(first, first)
-            outcome.duplicate_of = ids[final]
-            outcome.fail(
-                C.EXACT_DUPLICATE, f"Identical to completion #{ids[first]}; #{ids[final]} is kept."
-            )
-        elif i in near_of:
-            final = near_of[i]
-            similarity = dedup.jaccard(texts[i], texts[final])
-            outcome.duplicate_of = ids[final]
-            outcome.fail(
-                C.NEAR_DUPLICATE,
-                f"Near-duplicate of completion #{ids[final]}, which is kept "
-                f"(Jaccard {similarity:.2f}; threshold {config.dedup_threshold:.2f}).",
-            )
+def _flag_failed_duplicates(
+    project: Project,
+    duplicates: dedup.Duplicates,
+    clean: array[int],
+    config: FilterConfig,
+    tally: _Tally,
+) -> None:
+    """Add the duplicate flag to completions of the run that failed another filter (their
+    verdicts were saved in the first pass)."""
+    ids = duplicates.ids[duplicates.in_scope]
+    ids = ids[~np.isin(ids, np.frombuffer(clean, dtype=np.int64))] if len(clean) else ids
+    for start in range(0, len(ids), _BATCH):
+        batch = [int(x) for x in ids[start : start + _BATCH]]
+        outcomes: dict[int, _Outcome] = {}
+        for cid, flags, reasons in CompletionVerdict.objects.filter(
+            completion_id__in=batch
+        ).values_list("completion_id", "flags", "reasons"):
+            outcome = _Outcome(flags=list(flags or []), reasons=dict(reasons or {}))
+            before = len(outcome.flags)
+            _mark_duplicate(outcome, duplicates.get(cid), config)
+            for name in outcome.flags[before:]:
+                tally.flag(name)
+            outcomes[cid] = outcome
+        _save(project, outcomes)
 
 
-def _scope_verdicts(project: Project, job_id: int | None) -> Any:
-    qs = CompletionVerdict.objects.filter(project=project)
-    return qs.filter(completion__job_id=job_id) if job_id else qs
+def _apply_cached_judge(
+    outcomes: dict[int, _Outcome], config: FilterConfig, judge_key: str
+) -> None:
+    """Scores the same judge already gave are reused; the other clean completions wait."""
+    clean = [cid for cid, o in outcomes.items() if not o.flags]
+    cached = CompletionVerdict.objects.filter(
+        completion_id__in=clean, judge_key=judge_key, judge_score__isnull=False
+    ).values_list("completion_id", "judge_score", "judge_rationale")
+    for cid, score, rationale in cached:
+        _apply_judge(outcomes[cid], config, score, rationale, "", judge_key)
+    for cid in clean:
+        if not outcomes[cid].judge_key:
+            outcomes[cid].awaiting_judge = True
 
 
 def _judge_teacher(project: Project, config: FilterConfig) -> tuple[Any, str]:
@@ -418,14 +513,18 @@ def _apply_judge(
     rationale: str,
     error: str,
     key: str,
+    reply: str = "",
 ) -> None:
     outcome.awaiting_judge = False
-    if error:
+    if error or score is None:
+        # No score is ever made up: the error (and an unreadable reply) is kept for people, and
+        # the completion is not filtered out by the judge.
         outcome.judge_score, outcome.judge_rationale, outcome.judge_key = None, "", ""
-        outcome.reasons[C.JUDGE] = f"The judge failed, so no score: {error}"
+        outcome.judge_error = error or "The judge gave no score."
+        outcome.judge_reply = reply
+        outcome.reasons[C.JUDGE] = f"The judge failed, so no score: {outcome.judge_error}"
         return
     outcome.judge_score, outcome.judge_rationale, outcome.judge_key = score, rationale, key
-    assert score is not None
     if score < config.judge_threshold:
         outcome.fail(
             C.JUDGE,
@@ -442,14 +541,14 @@ def _run_judge(
     config: FilterConfig,
     teacher: Any,
     judge_key: str,
-    waiting: list[int],
-    rows: list[tuple[Any, ...]],
-    outcomes: dict[int, _Outcome],
+    waiting: array[int],
+    tally: _Tally,
     progress: _Progress,
 ) -> None:
-    from workers.judge import JudgeItem, JudgeResult, client_for_teacher
+    from distillapp.filters.judge import client_for_teacher
+    from distillapp.generation.models import Completion
+    from workers.engine.judge import JudgeItem, JudgeResult
 
-    texts = {row[0]: (row[3] or "", row[1]) for row in rows}
     base = progress.done
     progress.update(
         message=f"Judging {len(waiting)} completions with {teacher.name}.",
@@ -467,8 +566,17 @@ def _run_judge(
 
     def on_result(result: JudgeResult) -> None:
         nonlocal finished
-        outcome = outcomes[result.key]
-        _apply_judge(outcome, config, result.score, result.rationale, result.error, judge_key)
+        outcome = _Outcome()
+        _apply_judge(
+            outcome,
+            config,
+            result.score,
+            result.rationale,
+            result.error,
+            judge_key,
+            result.reply,
+        )
+        tally.add(outcome)
         pending[result.key] = outcome
         finished += 1
         if len(pending) >= 100:
@@ -479,9 +587,11 @@ def _run_judge(
     try:
         # Chunks keep memory flat and let results reach the database while the rest is judged.
         for start in range(0, len(waiting), 500):
-            chunk = waiting[start : start + 500]
+            chunk = list(waiting[start : start + 500])
+            rows = Completion.objects.filter(id__in=chunk).values_list("id", "prompt__text", "text")
             client.judge_many(
-                [JudgeItem(cid, texts[cid][0], texts[cid][1]) for cid in chunk], on_result=on_result
+                [JudgeItem(cid, prompt or "", text) for cid, prompt, text in rows],
+                on_result=on_result,
             )
     finally:
         client.close()
@@ -522,6 +632,8 @@ def _save(project: Project, outcomes: dict[int, _Outcome]) -> None:
                         judge_score=o.judge_score,
                         judge_rationale=o.judge_rationale,
                         judge_key=o.judge_key,
+                        judge_error=o.judge_error,
+                        judge_reply=o.judge_reply,
                         duplicate_of_id=o.duplicate_of,
                     )
                 )
@@ -537,26 +649,12 @@ def _save(project: Project, outcomes: dict[int, _Outcome]) -> None:
                     "judge_score",
                     "judge_rationale",
                     "judge_key",
+                    "judge_error",
+                    "judge_reply",
                     "duplicate_of",
                     "updated_at",
                 ],
             )
-
-
-def _counts(outcomes: dict[int, _Outcome]) -> dict[str, Any]:
-    by_flag: dict[str, int] = {}
-    filtered = 0
-    for o in outcomes.values():
-        if o.flags:
-            filtered += 1
-        for f in o.flags:
-            by_flag[f] = by_flag.get(f, 0) + 1
-    return {
-        "total": len(outcomes),
-        "filtered": filtered,
-        "passed": len(outcomes) - filtered,
-        "by_flag": by_flag,
-    }
 
 
 # ---- human overrides ------------------------------------------------------------------------

@@ -11,7 +11,6 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
-from distillapp.accounts.access import get_completion_for_user, get_project_for_user
 from distillapp.accounts.models import Role, role_at_least
 from distillapp.core.cursor import InvalidCursor, decode_cursor, encode_cursor
 from distillapp.core.http import HtmxHttpRequest, form_errors
@@ -24,12 +23,16 @@ from distillapp.filters.selectors import (
     filter_summary,
     verdicts_for_project,
 )
+from distillapp.generation.access import get_completion_for_user
+from distillapp.projects.access import get_project_for_user
 
 PAGE_SIZE = 50
 LIST_STATES = {
     "filtered": [VerdictState.FILTERED],
     "restored": [VerdictState.RESTORED],
     "flagged": [VerdictState.FILTERED, VerdictState.RESTORED],
+    # Completions the judge could not score, in any state (they are not filtered out for it).
+    "judge_error": [],
 }
 
 
@@ -68,6 +71,7 @@ def filtered_list(request: HtmxHttpRequest, project_id: int) -> HttpResponse:
         job_id=job_id,
         after_id=after_id,
         limit=PAGE_SIZE,
+        judge_error=state == "judge_error",
     )
     next_cursor = encode_cursor(verdicts[-1].pk) if len(verdicts) == PAGE_SIZE else None
     ctx = {
@@ -107,6 +111,7 @@ def _config_form_data(post: Any) -> dict[str, Any]:
     ):
         data[name] = post.get(name, "")
     data["refusal_phrases"] = post.get("refusal_phrases", "").splitlines()
+    data["dedup_within_prompt"] = post.get("dedup_within_prompt") == "on"
     return data
 
 

@@ -7,62 +7,81 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest
 from ninja import Router, Schema
+from pydantic import Field
 
-from distillapp.accounts.access import get_project_for_user, get_scoped_object
 from distillapp.accounts.models import Role
 from distillapp.core.cursor import decode_cursor, encode_cursor
 from distillapp.generation import selectors, services
 from distillapp.generation.models import Completion, GenerationJob, Teacher
 from distillapp.generation.probe import teacher_test
+from distillapp.projects.access import get_project_for_user, get_scoped_object
 from distillapp.prompts.models import PromptSet
 
 router = Router(tags=["generation"])
 
 
+# One set of field types for POST and PATCH, so both refuse the same values before the service
+# (which checks them again, for the UI too) and the OpenAPI document states the ranges.
+Name = Annotated[str, Field(min_length=1, max_length=120)]
+BaseUrl = Annotated[str, Field(max_length=500)]
+ModelName = Annotated[str, Field(max_length=200)]
+ApiKey = Annotated[str, Field(max_length=1000)]
+ModelPath = Annotated[str, Field(max_length=1000)]
+Device = Literal["auto", "cpu", "cuda"]
+Dtype = Literal["auto", "float32", "float16", "bfloat16"]
+BatchSize = Annotated[int, Field(ge=1, le=1024)]
+Concurrency = Annotated[int, Field(ge=1, le=1024)]
+RequestsPerMinute = Annotated[int, Field(ge=1, le=10_000_000)]
+TokensPerMinute = Annotated[int, Field(ge=1, le=2_147_483_647)]
+Price = Annotated[Decimal, Field(ge=0, le=Decimal("999999.999999"), allow_inf_nan=False)]
+
+
 class Prices(Schema):
-    input_per_m: Decimal | float | str = "0"
-    output_per_m: Decimal | float | str = "0"
+    input_per_m: Price = Decimal(0)
+    output_per_m: Price = Decimal(0)
 
 
 class PricesPatch(Schema):
-    input_per_m: Decimal | float | str | None = None
-    output_per_m: Decimal | float | str | None = None
+    input_per_m: Price | None = None
+    output_per_m: Price | None = None
 
 
 class TeacherIn(Schema):
-    name: str
+    name: Name
     kind: Literal["openai", "hf_local"]
-    base_url: str = ""
-    model: str = ""
-    api_key: str = ""
-    model_path: str = ""
-    device: str = "auto"
-    dtype: str = "auto"
-    batch_size: int = 16
-    concurrency: int = 16
-    requests_per_minute: int | None = None
-    tokens_per_minute: int | None = None
+    base_url: BaseUrl = ""
+    model: ModelName = ""
+    api_key: ApiKey = ""
+    model_path: ModelPath = ""
+    device: Device = "auto"
+    dtype: Dtype = "auto"
+    batch_size: BatchSize = 16
+    concurrency: Concurrency = 16
+    requests_per_minute: RequestsPerMinute | None = None
+    tokens_per_minute: TokensPerMinute | None = None
     decoding: dict[str, Any] = {}
     prices: Prices = Prices()
 
 
 class TeacherPatch(Schema):
-    name: str | None = None
-    base_url: str | None = None
-    model: str | None = None
-    api_key: str | None = None
-    model_path: str | None = None
-    device: str | None = None
-    dtype: str | None = None
-    batch_size: int | None = None
-    concurrency: int | None = None
-    requests_per_minute: int | None = None
-    tokens_per_minute: int | None = None
+    """The fields of TeacherIn, each optional; `kind` cannot change."""
+
+    name: Name | None = None
+    base_url: BaseUrl | None = None
+    model: ModelName | None = None
+    api_key: ApiKey | None = None
+    model_path: ModelPath | None = None
+    device: Device | None = None
+    dtype: Dtype | None = None
+    batch_size: BatchSize | None = None
+    concurrency: Concurrency | None = None
+    requests_per_minute: RequestsPerMinute | None = None
+    tokens_per_minute: TokensPerMinute | None = None
     decoding: dict[str, Any] | None = None
     prices: PricesPatch | None = None
 

@@ -6,16 +6,7 @@ from typing import Any
 
 from django.http import QueryDict
 
-DECODING_FIELDS = (
-    "system_prompt",
-    "temperature",
-    "top_p",
-    "max_tokens",
-    "stop",
-    "seed",
-    "n",
-    "top_logprobs",
-)
+from distillapp.generation.decoding import DECODING_KEYS
 
 
 def _stop_list(raw: str) -> list[str] | None:
@@ -28,7 +19,7 @@ def _stop_list(raw: str) -> list[str] | None:
 
 def decoding_from_post(post: QueryDict, prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for key in DECODING_FIELDS:
+    for key in DECODING_KEYS:
         raw = post.get(prefix + key, "")
         if key == "stop":
             value: Any = _stop_list(raw)

@@ -5,6 +5,9 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import models
 
+from distillapp.core.runs.models import ACTIVE_STATUSES as RUN_ACTIVE_STATUSES
+from distillapp.core.runs.models import ENDED_STATUSES as RUN_ENDED_STATUSES
+from distillapp.core.runs.models import Run, RunStatus
 from distillapp.projects.models import Project
 from distillapp.prompts.models import Prompt, PromptSet
 
@@ -48,20 +51,13 @@ class Teacher(models.Model):
         return self.name
 
 
-class JobStatus(models.TextChoices):
-    QUEUED = "queued", "Queued"
-    RUNNING = "running", "Running"
-    CANCELLING = "cancelling", "Cancelling"
-    CANCELLED = "cancelled", "Cancelled"
-    SUCCEEDED = "succeeded", "Succeeded"
-    FAILED = "failed", "Failed"
+# One status vocabulary for every run (distillapp.core.runs); the old names stay for readability.
+JobStatus = RunStatus
+ACTIVE_STATUSES = RUN_ACTIVE_STATUSES
+ENDED_STATUSES = RUN_ENDED_STATUSES
 
 
-ACTIVE_STATUSES = (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.CANCELLING)
-ENDED_STATUSES = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
-
-
-class GenerationJob(models.Model):
+class GenerationJob(Run):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="generation_jobs")
     prompt_set = models.ForeignKey(
         PromptSet, on_delete=models.CASCADE, related_name="generation_jobs"
@@ -73,24 +69,13 @@ class GenerationJob(models.Model):
     teacher_snapshot = models.JSONField(default=dict)
     samples_per_prompt = models.PositiveIntegerField(default=1)
     prompt_filter = models.JSONField(default=dict, blank=True)
-    status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED)
-    total = models.IntegerField(default=0)
-    done = models.IntegerField(default=0)
     failed = models.IntegerField(default=0)
     prompt_tokens = models.BigIntegerField(default=0)
     completion_tokens = models.BigIntegerField(default=0)
     cost_usd = models.DecimalField(max_digits=14, decimal_places=6, default=Decimal(0))
-    message = models.TextField(blank=True, default="")
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True
     )
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
-    # The worker run that owns the job; every write of a run is conditional on it, so a worker
-    # that lost its claim (stale heartbeat, taken over) can no longer write.
-    claim_token = models.CharField(max_length=64, blank=True, default="")
     # "Retry failed items": the next run also regenerates failed completions.
     retry_failed = models.BooleanField(default=False)
     # Throughput and ETA of the current run: items finished when it started, and when.
@@ -103,10 +88,6 @@ class GenerationJob(models.Model):
 
     def __str__(self) -> str:
         return f"Generation job {self.pk}"
-
-    @property
-    def is_active(self) -> bool:
-        return self.status in ACTIVE_STATUSES
 
     @property
     def finished_count(self) -> int:

@@ -13,13 +13,16 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 
+from distillapp.core.outbound import outbound_client, validate_outbound_url
+from distillapp.core.paths import ModelPathRefused, check_model_path
 from distillapp.generation.models import Teacher, TeacherKind
 from distillapp.generation.services import teacher_api_key
+from workers.engine.outbound import OutboundRefused
 
 DEFAULT_PROMPT = "Say hello in one short sentence."
 API_TEST_TIMEOUT = 20.0
@@ -36,52 +39,54 @@ class TeacherTestResult:
 
 
 def _describe_api_error(exc: BaseException, base_url: str, model: str, timeout: float) -> str:
+    """A short message with the status and our own reason, never the endpoint's body: the guarded
+    client has already replaced it by `<status> <reason> (<error code>)` (workers/engine/outbound)."""
     import openai
 
     if isinstance(exc, openai.APITimeoutError):
         return f"Timed out after {timeout:g} s waiting for {base_url}."
     if isinstance(exc, openai.APIConnectionError):
-        cause = exc.__cause__ or exc.__context__
-        while (
-            cause is not None
-            and (cause.__cause__ or cause.__context__) is not None
-            and not isinstance(cause, OSError)
-        ):
+        cause: BaseException | None = exc
+        while cause is not None and not isinstance(cause, OutboundRefused):
             cause = cause.__cause__ or cause.__context__
-        return f"Could not connect to {base_url}: {cause or exc}"
-    if isinstance(exc, openai.AuthenticationError):
-        return f"401 Unauthorized: the API key was refused ({_body(exc)})."
-    if isinstance(exc, openai.PermissionDeniedError):
-        return f"403 Forbidden: {_body(exc)}"
-    if isinstance(exc, openai.NotFoundError):
-        return f"404 Not found: unknown model {model!r} or wrong base URL ({_body(exc)})."
-    if isinstance(exc, openai.RateLimitError):
-        return f"429 Rate limited: {_body(exc)}"
+        if cause is not None:
+            return f"Refused to connect to {base_url}: {cause}"
+        return f"Could not connect to {base_url}."
     if isinstance(exc, openai.APIStatusError):
-        return f"HTTP {exc.status_code}: {_body(exc)}"
-    return f"{type(exc).__name__}: {exc}"
+        reason = _reason(exc)
+        if isinstance(exc, openai.AuthenticationError):
+            return f"{reason}: the API key was refused."
+        if isinstance(exc, openai.NotFoundError):
+            return f"404 Not found: unknown model {model!r} or wrong base URL ({reason})."
+        return reason
+    return f"The request failed ({type(exc).__name__})."
 
 
-def _body(exc: Any) -> str:
+def _reason(exc: Any) -> str:
     body = getattr(exc, "body", None)
     if isinstance(body, dict):
         err = body.get("error", body)
-        if isinstance(err, dict) and err.get("message"):
-            return str(err["message"])
-    return str(getattr(exc, "message", "") or exc)
+        if isinstance(err, dict) and err.get("type") == "upstream_error" and err.get("message"):
+            return str(err["message"])[:200]
+    return f"HTTP {exc.status_code}"
 
 
 def _test_api(teacher: Teacher, prompt: str, timeout: float) -> TeacherTestResult:
     import openai
 
-    from workers.teachers.openai_runner import build_messages
+    from workers.engine.teachers.openai_runner import build_messages
 
     decoding = teacher.decoding or {}
+    try:
+        validate_outbound_url(teacher.base_url)
+    except ValidationError as exc:
+        return TeacherTestResult(ok=False, error=" ".join(exc.messages))
     client = openai.OpenAI(
         base_url=teacher.base_url,
         api_key=teacher_api_key(teacher) or "not-needed",
         max_retries=0,
         timeout=timeout,
+        http_client=outbound_client(timeout=timeout),
     )
     params: dict[str, Any] = {
         "model": teacher.model,
@@ -122,7 +127,11 @@ def _test_api(teacher: Teacher, prompt: str, timeout: float) -> TeacherTestResul
 def _test_local(teacher: Teacher, prompt: str) -> TeacherTestResult:
     from workers.engine.generate_local import model_fingerprint, weights_size
 
-    folder = Path(teacher.model_path)
+    try:
+        folder = check_model_path(teacher.model_path, org_id=teacher.project.org_id)
+    except ModelPathRefused as exc:
+        # The same answer whether or not the path exists: probing the host's disk learns nothing.
+        return TeacherTestResult(ok=False, error=str(exc))
     if not folder.is_dir():
         return TeacherTestResult(
             ok=False, error=f"The folder {teacher.model_path} does not exist on the web host."

@@ -20,7 +20,7 @@ from distillapp.prompts.selectors import prompts_for_generation
 
 if TYPE_CHECKING:
     from distillapp.projects.models import Project
-    from workers.teachers.openai_runner import WorkItem
+    from workers.engine.teachers.openai_runner import WorkItem
 
 
 def teachers_for_project(*, project: Project) -> QuerySet[Teacher]:
@@ -112,7 +112,7 @@ def generation_job_pending_items(
     """One page of the job's work list, in prompt order: (prompt, sample index) pairs without a
     completion that succeeded (failed ones too when the job retries them). Returns the items and the
     last prompt id looked at, or None when the prompts are exhausted."""
-    from workers.teachers.openai_runner import WorkItem
+    from workers.engine.teachers.openai_runner import WorkItem
 
     f = job.prompt_filter or {}
     prompts = list(

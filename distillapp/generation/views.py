@@ -12,10 +12,10 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
-from distillapp.accounts.access import get_project_for_user, get_scoped_object
 from distillapp.accounts.models import Role, role_at_least
 from distillapp.core.http import HtmxHttpRequest, parse_int
 from distillapp.core.http import form_errors as _form_errors
+from distillapp.core.runs.services import run_is_stale
 from distillapp.generation import selectors, services
 from distillapp.generation.forms import (
     decoding_from_post,
@@ -25,6 +25,7 @@ from distillapp.generation.forms import (
 from distillapp.generation.models import GenerationJob, JobStatus, Teacher, TeacherKind
 from distillapp.generation.probe import teacher_test
 from distillapp.generation.services import DEVICES, DTYPES
+from distillapp.projects.access import get_project_for_user, get_scoped_object
 from distillapp.prompts.models import PromptSet
 
 
@@ -284,17 +285,8 @@ def _job_ctx(job: GenerationJob, membership: Any) -> dict[str, Any]:
         "errors_list": list(selectors.job_recent_errors(job=job)),
         "recent": list(selectors.job_recent_completions(job=job)),
         "can_manage": role_at_least(membership.role, Role.ADMIN),
-        "is_stale": _is_stale(job),
+        "is_stale": run_is_stale(job),
     }
-
-
-def _is_stale(job: GenerationJob) -> bool:
-    from django.conf import settings
-    from django.utils import timezone
-
-    if job.status not in (JobStatus.RUNNING, JobStatus.CANCELLING) or job.heartbeat_at is None:
-        return False
-    return (timezone.now() - job.heartbeat_at).total_seconds() > settings.GENERATION_STALE_SECONDS
 
 
 @login_required

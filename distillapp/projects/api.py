@@ -5,9 +5,10 @@ from datetime import datetime
 from django.http import HttpRequest
 from ninja import Router, Schema
 
-from distillapp.accounts.access import get_org_for_user, get_project_for_user
+from distillapp.accounts.access import get_org_for_user
 from distillapp.accounts.models import Role
 from distillapp.projects import services
+from distillapp.projects.access import get_project_for_user
 from distillapp.projects.models import Project
 from distillapp.projects.selectors import projects_for_user
 
@@ -76,5 +77,5 @@ def patch_project(request: HttpRequest, project_id: int, payload: ProjectPatch) 
 @router.delete("/projects/{project_id}", response={204: None})
 def delete_project(request: HttpRequest, project_id: int) -> tuple[int, None]:
     project, _m = get_project_for_user(request.user, project_id, Role.ADMIN)
-    services.project_delete(project=project)
+    services.project_delete(project=project, actor=request.user)
     return 204, None

@@ -14,6 +14,7 @@ PROVIDERS = [
     "distillapp.generation.sections.project_section",
     "distillapp.filters.sections.project_section",
     "distillapp.review.sections.project_section",
+    "distillapp.datasets.sections.project_section",
 ]
 
 

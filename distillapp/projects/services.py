@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -59,12 +60,29 @@ def project_update(
 
 
 @transaction.atomic
-def project_delete(*, project: Project) -> None:
-    """Delete a project and everything in it. Prompt sets go first, a chunk of prompts at a time,
-    so a project with millions of prompts is never collected into memory at once."""
-    from distillapp.prompts.models import PromptSet
-    from distillapp.prompts.services import prompt_set_delete
+def project_delete(*, project: Project, actor: Any | None = None) -> None:
+    """Delete a project and everything in it. The apps above go first with what they hold in bulk
+    (`before_project_delete`: prompt sets, a chunk of prompts at a time), so a project with
+    millions of prompts is never collected into memory at once. The delete is recorded in the
+    organisation's audit log (`actor` None: the request's user, else "system")."""
+    from distillapp.accounts.services import audit_record
 
-    for prompt_set in PromptSet.objects.filter(project=project):
-        prompt_set_delete(prompt_set=prompt_set)
+    audit_record(
+        org=project.org,
+        actor=actor,
+        action="project.delete",
+        target=project.name,
+        details={"project": project.pk},
+    )
+
+    for callback in _BEFORE_DELETE:
+        callback(project)
     project.delete()
+
+
+_BEFORE_DELETE: list[Callable[[Project], None]] = []
+
+
+def before_project_delete(callback: Callable[[Project], None]) -> None:
+    """Let an app above this one delete its part of a project first (in its own, cheaper way)."""
+    _BEFORE_DELETE.append(callback)

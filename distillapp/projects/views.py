@@ -7,10 +7,11 @@ from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from distillapp.accounts.access import get_org_for_user, get_project_for_user
+from distillapp.accounts.access import get_org_for_user
 from distillapp.accounts.models import Role, role_at_least
 from distillapp.core.http import HtmxHttpRequest, form_errors
 from distillapp.projects import services
+from distillapp.projects.access import get_project_for_user
 from distillapp.projects.sections import project_sections
 from distillapp.projects.selectors import projects_for_user
 
@@ -111,7 +112,7 @@ def project_delete(request: HtmxHttpRequest, project_id: int) -> HttpResponse:
             messages.error(request, "Type the project's name to confirm.")
             return render(request, "projects/delete.html", {"project": project}, status=422)
         name = project.name
-        services.project_delete(project=project)
+        services.project_delete(project=project, actor=request.user)
         messages.success(request, f"Deleted project {name}.")
         return redirect("home")
     return render(request, "projects/delete.html", {"project": project})

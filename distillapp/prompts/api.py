@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from ninja import File, Form, Router, Schema, Status
 from ninja.files import UploadedFile
 
-from distillapp.accounts.access import get_project_for_user, get_scoped_object
 from distillapp.accounts.models import Role
+from distillapp.projects.access import get_project_for_user, get_scoped_object
 from distillapp.prompts import selectors, services
 from distillapp.prompts.models import Prompt, PromptSet, Split
 
@@ -64,12 +64,10 @@ class PromptPageOut(Schema):
 def _error(
     request: HttpRequest, status: int, detail: str, errors: list[dict[str, Any]] | None = None
 ) -> HttpResponse:
-    from distillapp.api import api
-
-    return api.create_response(
-        request,
-        {"detail": detail, "errors": errors or [{"line": None, "message": detail}]},
-        status=status,
+    # A plain JSON response in the API's error shape: this router must not import the API that
+    # mounts it (distillapp.api imports every app's router).
+    return JsonResponse(
+        {"detail": detail, "errors": errors or [{"line": None, "message": detail}]}, status=status
     )
 
 

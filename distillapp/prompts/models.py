@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
+from distillapp.core.runs.models import Run
 from distillapp.projects.models import Project
 
 
@@ -102,3 +103,16 @@ class Prompt(models.Model):
         # workers.tasks.prompts) with a GIN index, and a GIN index on metadata (migrations 0002
         # to 0004, PostgreSQL only).
         indexes = [models.Index(fields=["prompt_set", "id"], name="prompt_set_id_keyset")]
+
+
+class SearchIndexRun(Run):
+    """Filling a set's full-text search vectors after its import (PostgreSQL): a background run
+    with the shared lifecycle, so a worker killed part-way is taken over and goes on from the
+    prompts still without a vector."""
+
+    prompt_set = models.OneToOneField(
+        PromptSet, on_delete=models.CASCADE, related_name="search_index_run"
+    )
+
+    class Meta:
+        ordering = ["-created_at", "-id"]

@@ -17,6 +17,8 @@ from typing import IO, Any, NamedTuple
 
 import orjson
 
+from distillapp.prompts.heldout import is_heldout
+
 MAX_ERRORS = 20
 MAX_PROMPT_CHARS = 200_000  # keeps every prompt well inside PostgreSQL's tsvector limit
 MAX_ID_CHARS = 255
@@ -33,6 +35,12 @@ EXTENSIONS = {
 }
 
 MAX_LINE_BYTES = 16 * 1024 * 1024  # a longer line is refused rather than read into memory
+# Metadata is free-form JSON stored per prompt: bounded so one row cannot nest past what the
+# database and JSON libraries handle (PostgreSQL refuses jsonb deeper than ~1,000 levels) or
+# carry thousands of keys (a 10,000-column CSV).
+MAX_METADATA_DEPTH = 32  # levels of objects/arrays, the metadata object itself being level 1
+MAX_METADATA_KEYS = 256  # keys of the metadata object and every object nested in it
+MAX_METADATA_BYTES = 64 * 1024  # of the metadata serialised as JSON
 
 csv.field_size_limit(MAX_LINE_BYTES)
 
@@ -116,28 +124,6 @@ def text_hash(canonical: str) -> str:
     return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
-def heldout_threshold(fraction: float) -> int:
-    return int(fraction * 2**64)
-
-
-def seed_mask(seed: int) -> int:
-    """64 bits spread from the seed (splitmix64), mixed into each prompt's held-out draw."""
-    z = (seed + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
-    return z ^ (z >> 31)
-
-
-def is_heldout(mask: int, hash_hex: str, threshold: int) -> bool:
-    """Decided by (seed, text) only, so the split does not depend on row order.
-
-    The text hash's last 64 bits are uniform, and so is their XOR with the seed's mask: the share
-    under `threshold` is the held-out fraction. (The first 64 bits are the import's duplicate
-    fingerprint.) `mask` is seed_mask(seed).
-    """
-    return int(hash_hex[16:32], 16) ^ mask < threshold
-
-
 def detect_format(name: str, head: bytes) -> str:
     """The format from the content's magic bytes and the file name's extension."""
     lower = name.lower()
@@ -188,6 +174,33 @@ def _clean_messages(value: Any) -> list[dict[str, str]]:
     if not has_text:
         raise RowProblem("prompt is empty (every message is blank)")
     return out
+
+
+def check_metadata(metadata: dict[str, Any]) -> None:
+    """Raise RowProblem if the metadata is too deep, has too many keys or is too large.
+
+    Iterative, so a row nested 1,000 levels deep is refused rather than crashing the reader.
+    """
+    keys = 0
+    stack: list[tuple[Any, int]] = [(metadata, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_METADATA_DEPTH:
+            raise RowProblem(f"metadata nests deeper than {MAX_METADATA_DEPTH} levels")
+        if type(value) is dict:
+            keys += len(value)
+            if keys > MAX_METADATA_KEYS:
+                raise RowProblem(f"metadata has more than {MAX_METADATA_KEYS} keys")
+            children: Iterable[Any] = value.values()
+        else:
+            children = value
+        stack.extend((child, depth + 1) for child in children if type(child) in (dict, list))
+    try:
+        size = len(orjson.dumps(metadata))
+    except (orjson.JSONEncodeError, TypeError):  # integers past 64 bits: the slow encoder
+        size = len(json.dumps(metadata, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+    if size > MAX_METADATA_BYTES:
+        raise RowProblem(f"metadata is larger than {MAX_METADATA_BYTES // 1024} KiB as JSON")
 
 
 def build_row(
@@ -252,6 +265,8 @@ def build_row(
         raise RowProblem(f'split must be "train" or "heldout" (got {str(split)[:40]!r})')
     else:
         split = split.strip().lower()
+    if metadata:
+        check_metadata(metadata)
     return Row(position, external_id, msgs, text, reference, metadata, split, hash_hex)
 
 
@@ -436,6 +451,14 @@ def read_csv(fh: IO[bytes], errors: ErrorLog, *, mask: int, threshold: int) -> I
         raise FileProblem(422, 'The CSV header has no "prompt" column.', line=1)
     if len(set(header)) != len(header):
         raise FileProblem(422, "The CSV header repeats a column name.", line=1)
+    metadata_columns = len(set(header) - {"prompt", "reference", "id", "split"})
+    if metadata_columns > MAX_METADATA_KEYS:
+        raise FileProblem(
+            422,
+            f"The CSV header has {metadata_columns:,} metadata columns; "
+            f"at most {MAX_METADATA_KEYS} are allowed.",
+            line=1,
+        )
     width = len(header)
     position = 0
     while True:

@@ -9,10 +9,10 @@ from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
-from distillapp.accounts.access import get_project_for_user, get_scoped_object
 from distillapp.accounts.models import Role, role_at_least
 from distillapp.core.cursor import InvalidCursor
 from distillapp.core.http import HtmxHttpRequest
+from distillapp.projects.access import get_project_for_user, get_scoped_object
 from distillapp.prompts import selectors, services
 from distillapp.prompts.models import PromptSet, Split
 

@@ -6,9 +6,10 @@ from django.http import HttpRequest
 from ninja import Router, Schema
 from ninja.responses import Status
 
-from distillapp.accounts.access import get_completion_for_user, get_project_for_user
 from distillapp.accounts.models import Role
+from distillapp.generation.access import get_completion_for_user
 from distillapp.generation.models import Completion
+from distillapp.projects.access import get_project_for_user
 from distillapp.review import selectors, services
 from distillapp.review.models import Review, ReviewLease
 

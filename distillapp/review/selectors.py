@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.core.cache import cache
 from django.db.models import Count, Q
 
 from distillapp.generation.models import Completion
@@ -23,56 +22,27 @@ from distillapp.review.models import (
     FinalDecision,
     ItemState,
     Review,
+    ReviewAction,
     ReviewItem,
 )
 from distillapp.review.services import ACCEPT
+from distillapp.review.services.tally import tally_read
 
 ACTIVE_STATES = (ItemState.OPEN, ItemState.LEASED, ItemState.DONE, ItemState.ADJUDICATION)
 
 
-# How stale the project-wide counts on the review queue may be. Counting a project's items by
-# state takes ~200 ms at a million items; the queue re-renders its progress after every decision,
-# so there it reuses counts up to this old (the reviewer's own counts are always exact).
-QUEUE_PROGRESS_MAX_AGE = 5.0
-
-
-def _state_counts(project: Project, max_age: float) -> tuple[dict[str, int], int]:
-    """(items per state, approved items) of the project; with `max_age` > 0, counted at most that
-    many seconds ago (the cache entry expires then)."""
-    key = f"review-progress:{project.pk}"
-    if max_age > 0 and (cached := cache.get(key)) is not None:
-        return cached
-    counts = dict(
-        ReviewItem.objects.filter(project=project)
-        .values_list("state")
-        .annotate(n=Count("id"))
-        .values_list("state", "n")
-    )
-    approved = ReviewItem.objects.filter(
-        project=project, state=ItemState.DONE, decision=FinalDecision.APPROVE
-    ).count()
-    if max_age > 0:
-        cache.set(key, (counts, approved), timeout=max_age)
-    return counts, approved
-
-
-def review_progress(
-    *, project: Project, reviewer: Any = None, max_age: float = 0.0
-) -> dict[str, Any]:
-    """Done / remaining for the project, and for `reviewer` when given. `max_age` > 0 lets the
-    project-wide counts come from a computation up to that many seconds old."""
-    counts, approved = _state_counts(project, max_age)
-    done = counts.get(ItemState.DONE, 0)
-    remaining = counts.get(ItemState.OPEN, 0) + counts.get(ItemState.LEASED, 0)
-    adjudication = counts.get(ItemState.ADJUDICATION, 0)
-    total = done + remaining + adjudication
+def review_progress(*, project: Project, reviewer: Any = None) -> dict[str, Any]:
+    """Done / remaining for the project, and for `reviewer` when given; exact after every write.
+    The project's counts are summed from its few `ReviewTally` rows, not counted from its items."""
+    counts = tally_read(project=project)
+    done, remaining, adjudication = counts["done"], counts["active"], counts["adjudication"]
     out: dict[str, Any] = {
-        "total": total,
+        "total": done + remaining + adjudication,
         "done": done,
         "remaining": remaining,
         "adjudication": adjudication,
-        "excluded": counts.get(ItemState.EXCLUDED, 0),
-        "approved": approved,
+        "excluded": counts["excluded"],
+        "approved": counts["approved"],
     }
     if reviewer is not None:
         mine = Review.objects.filter(project=project, reviewer=reviewer)
@@ -82,6 +52,13 @@ def review_progress(
         ).count()
         out["mine"] = {"done": mine_done, "remaining": max(0, remaining - touched_open)}
     return out
+
+
+def review_can_undo(*, project: Project, reviewer: Any) -> bool:
+    """Whether `reviewer` has a decision in the project that undo would revert."""
+    return ReviewAction.objects.filter(
+        project=project, reviewer=reviewer, undone_at__isnull=True
+    ).exists()
 
 
 def reviewer_breakdown(*, project: Project) -> list[dict[str, Any]]:

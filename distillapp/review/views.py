@@ -9,10 +9,10 @@ from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from distillapp.accounts.access import get_project_for_user
 from distillapp.accounts.models import Role, role_at_least
 from distillapp.core.http import HtmxHttpRequest, form_errors, parse_float, parse_int
 from distillapp.generation.models import Completion, GenerationJob
+from distillapp.projects.access import get_project_for_user
 from distillapp.projects.models import Project
 from distillapp.review import selectors, services
 from distillapp.review.conf import review_settings
@@ -38,9 +38,8 @@ def _stage_context(project: Project, user: Any, current: Completion | None) -> d
         "item": selectors.completion_for_review(completion=current, reviewer=user)
         if current
         else None,
-        "progress": selectors.review_progress(
-            project=project, reviewer=user, max_age=selectors.QUEUE_PROGRESS_MAX_AGE
-        ),
+        "progress": selectors.review_progress(project=project, reviewer=user),
+        "can_undo": selectors.review_can_undo(project=project, reviewer=user),
     }
 
 

@@ -38,7 +38,11 @@
     const item = current();
     if (!item) return null;
     item.querySelectorAll("details[data-panel]").forEach((d) => { d.open = d.dataset.panel === name; });
-    return item.querySelector('details[data-panel="' + name + '"]');
+    const panel = item.querySelector('details[data-panel="' + name + '"]');
+    // The panel opens above the decision bar; on a short page make sure all of it is in view.
+    const body = panel && panel.querySelector(".review-panel-body");
+    if (body) body.scrollIntoView({ block: "nearest" });
+    return panel;
   }
 
   document.addEventListener("click", (event) => {

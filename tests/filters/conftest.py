@@ -1,7 +1,8 @@
 """A loopback OpenAI-compatible judge: a tiny http.server answering /v1/chat/completions.
 
 The reply depends on the answer inside the request: "GOOD" → score 9, "MEH" → 5, "BAD" → 2,
-"PROSE" → a plain-text reply with "7/10", "GARBAGE" → no score at all, "BROKEN" → HTTP 400.
+"PROSE" → a plain-text reply with "7/10", "GARBAGE" → no score at all, "ECHO" → the request's
+text echoed back (rubric and all), "BROKEN" → HTTP 400. Requests are kept in `server.requests`.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ class JudgeHandler(BaseHTTPRequestHandler):
             )
         if "GARBAGE" in answer:
             content = "I cannot decide."
+        elif "ECHO" in answer:
+            content = user
         elif "PROSE" in answer:
             content = "Solid work overall. I'd give it 7/10 because it is mostly right."
         else:
@@ -76,3 +79,12 @@ def judge_server():
     yield server
     server.shutdown()
     server.server_close()
+
+
+def filter_job(job):
+    """Start the automatic filter run of a finished job and run its task here, as a worker
+    would. Returns the run's id (None when another worker had it)."""
+    from distillapp.filters.services import filters_start_for_job
+    from workers.tasks.filters import execute_filter_run
+
+    return execute_filter_run.run(filters_start_for_job(job=job).pk)

@@ -157,3 +157,33 @@ def test_an_unchecked_completion_has_a_null_verdict(api_client, vera, job):
     completion = CompletionFactory(job=job)
     response = api_client(vera).get(f"/api/v1/completions/{completion.pk}/verdict")
     assert response.status_code == 200 and response.json() is None
+
+
+@pytest.mark.django_db
+def test_judge_errors_and_replies_are_in_the_api(api_client, vera, adam, project, job):
+    bad = CompletionVerdictFactory(
+        completion=CompletionFactory(job=job),
+        state=VerdictState.PASSED,
+        flags=[],
+        judge_error="The judge's reply is not the JSON object asked for.",
+        judge_reply="I think 1.",
+    )
+    CompletionVerdictFactory(
+        completion=CompletionFactory(job=job), state=VerdictState.PASSED, flags=[], judge_score=9
+    )
+    client = api_client(vera)
+    summary = client.get(f"/api/v1/projects/{project.pk}/filters/summary").json()
+    assert summary["judge"]["errors"] == 1 and summary["judge"]["scored"] == 1
+    page = client.get(
+        f"/api/v1/projects/{project.pk}/filters/verdicts", {"judge_error": "true"}
+    ).json()
+    assert [v["completion_id"] for v in page["items"]] == [bad.completion_id]
+    item = page["items"][0]
+    assert item["judge_score"] is None and item["judge_reply"] == "I think 1."
+    assert item["judge_error"].startswith("The judge's reply")
+    url = f"/api/v1/projects/{project.pk}/filters/config"
+    assert client.get(url).json()["dedup_within_prompt"] is False
+    ok = api_client(adam).put(url, {"dedup_within_prompt": True}, content_type=JSON)
+    assert ok.status_code == 200 and ok.json()["dedup_within_prompt"] is True
+    bad_put = api_client(adam).put(url, {"dedup_within_prompt": 3}, content_type=JSON)
+    assert {e["field"] for e in bad_put.json()["errors"]} == {"dedup_within_prompt"}

@@ -10,9 +10,9 @@ import pytest
 from distillapp.filters.models import CompletionVerdict
 from distillapp.filters.services import filter_config_update, filter_run_start, filters_queue
 from tests.factories import CompletionFactory, GenerationJobFactory, PromptFactory, TeacherFactory
+from tests.filters.conftest import filter_job
 from tests.generation.tiny_model import build_tiny_model
 from workers.engine import generate_local
-from workers.tasks.filters import execute_filter_run, run_job_filters
 
 pytestmark = pytest.mark.django_db
 
@@ -43,18 +43,14 @@ def _completions(project, n: int):
     ]
 
 
-def test_runs_with_a_local_judge_go_to_a_gpu_worker(project, monkeypatch):
+def test_runs_with_a_local_judge_go_to_a_gpu_worker(project, sent_tasks):
     assert filters_queue(project) == "default"
     _local_judge(project, "/models/judge")
     assert filters_queue(project) == "gpu"
-    sent = []
-    monkeypatch.setattr(
-        execute_filter_run,
-        "apply_async_on_commit",
-        lambda args, **options: sent.append((args, options)),
-    )
     run = filter_run_start(project=project, user=None)
-    assert sent == [((run.pk,), {"queue": "gpu"})]
+    assert [(s.name, s.args, s.queue) for s in sent_tasks] == [
+        ("workers.tasks.filters.execute_filter_run", (run.pk,), "gpu")
+    ]
 
 
 @dataclass
@@ -66,11 +62,13 @@ class _Reply:
 def test_local_replies_become_scores_and_unreadable_ones_errors(project, monkeypatch):
     """The model's replies are fixed here so the mapping back to completions is checked."""
     _local_judge(project, "/models/judge")
-    job, (good, bad, unreadable) = _completions(project, 3)
+    job, (good, bad, unreadable, echoed) = _completions(project, 4)
     replies = {
         good.pk: '{"score": 9, "rationale": "Accurate."}',
-        bad.pk: "Score: 3 - it misses the point.",
-        unreadable.pk: "I like turtles.",
+        bad.pk: '```json\n{"score": 3, "rationale": "It misses the point."}\n```',
+        unreadable.pk: "Score: 3 - it misses the point.",
+        # The rubric echoed back: its "1" must not become a score.
+        echoed.pk: "Rubric: Score the assistant's answer from 1 (useless or wrong) to 10.",
     }
     seen_batches = []
 
@@ -84,14 +82,16 @@ def test_local_replies_become_scores_and_unreadable_ones_errors(project, monkeyp
 
     monkeypatch.setattr(generate_local, "load", lambda path, **_: object())
     monkeypatch.setattr(generate_local, "generate_all", fake_generate_all)
-    run_job_filters.run(job.pk)
+    filter_job(job)
 
     verdicts = {v.completion_id: v for v in CompletionVerdict.objects.all()}
-    assert seen_batches == [3]
+    assert seen_batches == [4]
     assert (verdicts[good.pk].judge_score, verdicts[good.pk].judge_rationale) == (9, "Accurate.")
     assert verdicts[bad.pk].judge_score == 3 and verdicts[bad.pk].flags == ["judge"]
-    assert verdicts[unreadable.pk].judge_score is None
-    assert verdicts[unreadable.pk].reasons["judge"].startswith("The judge failed")
+    for pk in (unreadable.pk, echoed.pk):
+        assert verdicts[pk].judge_score is None and verdicts[pk].state == "passed"
+        assert verdicts[pk].reasons["judge"].startswith("The judge failed")
+        assert verdicts[pk].judge_error and verdicts[pk].judge_reply == replies[pk]
 
 
 def test_a_real_tiny_model_judges_every_completion(project, tiny_model_dir):
@@ -104,7 +104,7 @@ def test_a_real_tiny_model_judges_every_completion(project, tiny_model_dir):
     try:
         _local_judge(project, tiny_model_dir)
         job, completions = _completions(project, 3)
-        run_job_filters.run(job.pk)
+        filter_job(job)
     finally:
         torch.set_num_threads(threads)
     for completion in completions:
@@ -113,5 +113,7 @@ def test_a_real_tiny_model_judges_every_completion(project, tiny_model_dir):
         # reached the model (an API client would fail with a connection error instead).
         reason = verdict.reasons.get("judge", "")
         assert verdict.judge_score is not None or (
-            "No score from 1 to 10" in reason or "empty reply" in reason
+            "not the JSON object asked for" in reason
+            or "no score from 1 to 10" in reason
+            or "empty reply" in reason
         ), reason

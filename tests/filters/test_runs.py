@@ -19,7 +19,8 @@ from tests.factories import (
     PromptFactory,
     TeacherFactory,
 )
-from workers.tasks.filters import execute_filter_run, run_job_filters
+from tests.filters.conftest import filter_job
+from workers.tasks.filters import execute_filter_run
 
 LONG = "Photosynthesis turns light, water and carbon dioxide into sugar and oxygen inside chloroplasts of plant cells."
 
@@ -74,7 +75,7 @@ def test_a_job_run_writes_one_verdict_per_ok_completion_with_reasons(job):
     right = _completion(job, "2 + 2 = 4, so the answer is 4.", reference="4")
     failed = _completion(job, "", status=CompletionStatus.FAILED)
 
-    run = run_job_filters.run(job.pk)
+    run = filter_job(job)
 
     assert FilterRun.objects.get(pk=run).status == RunStatus.SUCCEEDED
     assert _verdict(good).state == VerdictState.PASSED and _verdict(good).flags == []
@@ -95,13 +96,13 @@ def test_a_job_run_writes_one_verdict_per_ok_completion_with_reasons(job):
 def test_rerunning_is_idempotent_and_follows_a_changed_config(job, project):
     a = _completion(job, LONG)
     b = _completion(job, "Short one.")
-    run_job_filters.run(job.pk)
-    run_job_filters.run(job.pk)
+    filter_job(job)
+    filter_job(job)
     assert CompletionVerdict.objects.filter(project=project).count() == 2
     assert _verdict(b).state == VerdictState.PASSED
 
     filter_config_update(project=project, data={"min_chars": 20})
-    run_job_filters.run(job.pk)
+    filter_job(job)
     assert CompletionVerdict.objects.filter(project=project).count() == 2
     assert _verdict(b).flags == ["length"] and _verdict(a).state == VerdictState.PASSED
     assert FilterRun.objects.filter(job=job).count() == 3
@@ -115,7 +116,7 @@ def test_exact_and_near_duplicates_keep_exactly_one_per_group(job, project):
     other = _completion(
         job, "Mitochondria are the powerhouse of the cell; they make ATP by respiration."
     )
-    run_job_filters.run(job.pk)
+    filter_job(job)
 
     group = [*exact, near]
     kept = [c for c in group if _verdict(c).state == VerdictState.PASSED]
@@ -135,7 +136,7 @@ def test_exact_and_near_duplicates_keep_exactly_one_per_group(job, project):
 def test_the_kept_duplicate_is_one_that_passed_the_other_filters(job):
     truncated = _completion(job, LONG, finish_reason="length")
     clean = _completion(job, LONG, sample_index=1)
-    run_job_filters.run(job.pk)
+    filter_job(job)
     assert _verdict(clean).state == VerdictState.PASSED
     assert set(_verdict(truncated).flags) == {"truncated", "exact_duplicate"}
 
@@ -143,10 +144,10 @@ def test_the_kept_duplicate_is_one_that_passed_the_other_filters(job):
 @pytest.mark.django_db
 def test_a_later_job_duplicating_an_earlier_one_loses_to_the_earlier(project, job):
     first = _completion(job, LONG)
-    run_job_filters.run(job.pk)
+    filter_job(job)
     job2 = GenerationJobFactory(project=project, teacher=job.teacher, prompt_set=job.prompt_set)
     second = _completion(job2, LONG)
-    run_job_filters.run(job2.pk)
+    filter_job(job2)
     assert _verdict(first).state == VerdictState.PASSED
     assert (
         _verdict(second).flags == ["exact_duplicate"]
@@ -157,7 +158,7 @@ def test_a_later_job_duplicating_an_earlier_one_loses_to_the_earlier(project, jo
 @pytest.mark.django_db
 def test_restore_keeps_reasons_and_survives_a_rerun_and_can_be_undone(job, bob):
     c = _completion(job, "I'm sorry, but I can't do that.")
-    run_job_filters.run(job.pk)
+    filter_job(job)
     verdict = verdict_restore(completion=c, user=bob)
     assert (
         verdict.state == VerdictState.RESTORED
@@ -165,7 +166,7 @@ def test_restore_keeps_reasons_and_survives_a_rerun_and_can_be_undone(job, bob):
         and verdict.restored_at
     )
     assert "refusal" in verdict.reasons
-    run_job_filters.run(job.pk)
+    filter_job(job)
     again = _verdict(c)
     assert again.state == VerdictState.RESTORED and again.flags == ["refusal"]
     back = verdict_unrestore(completion=c, user=bob)
@@ -177,7 +178,7 @@ def test_only_filtered_completions_can_be_restored(job, bob):
     c = _completion(job, LONG)
     with pytest.raises(ValidationError):
         verdict_restore(completion=c, user=bob)  # no verdict yet
-    run_job_filters.run(job.pk)
+    filter_job(job)
     with pytest.raises(ValidationError):
         verdict_restore(completion=c, user=bob)  # passed
 
@@ -186,7 +187,7 @@ def test_only_filtered_completions_can_be_restored(job, bob):
 def test_disabled_filters_do_not_run(job, project):
     c = _completion(job, "I'm sorry, but I can't.", finish_reason="length")
     filter_config_update(project=project, data={"enabled": ["empty"]})
-    run_job_filters.run(job.pk)
+    filter_job(job)
     assert _verdict(c).state == VerdictState.PASSED
 
 
@@ -196,11 +197,11 @@ def test_a_prompt_can_choose_its_reference_mode(job, project):
     c.prompt.metadata = {"reference_mode": "exact"}
     c.prompt.save()
     filter_config_update(project=project, data={"reference_mode": "numeric"})
-    run_job_filters.run(job.pk)
+    filter_job(job)
     assert _verdict(c).state == VerdictState.PASSED
     c.text = "The answer is 4"
     c.save()
-    run_job_filters.run(job.pk)
+    filter_job(job)
     assert _verdict(c).flags == ["reference"]
 
 
@@ -215,8 +216,8 @@ def test_an_on_demand_run_is_claimed_once(project, job, alice):
 
 
 @pytest.mark.django_db
-def test_a_missing_job_is_ignored(db):
-    assert run_job_filters.run(987654) is None
+def test_a_missing_run_is_ignored(db):
+    assert execute_filter_run.run(987654) is None
 
 
 @pytest.mark.django_db
@@ -225,7 +226,7 @@ def test_summary_counts_states_and_flags(job, project):
     _completion(job, "")
     _completion(job, "I'm sorry, but I can't.")
     _completion(job, "pending")
-    run_job_filters.run(job.pk)
+    filter_job(job)
     _completion(job, "not checked yet")
     summary = filter_summary(project=project)
     assert summary["completions"] == 5
@@ -264,28 +265,63 @@ def test_the_judge_scores_passing_completions_and_filters_low_scores(job, judge,
     bad = _completion(job, "BAD answer that is wrong about everything here.")
     prose = _completion(job, "PROSE answer that the judge grades in words.")
     garbage = _completion(job, "GARBAGE that the judge cannot score at all.")
+    echo = _completion(job, "ECHO of a rubric that says from 1 to 10, not a score.")
     broken = _completion(job, "BROKEN request the judge server rejects outright.")
     refused = _completion(job, "I'm sorry, but I can't answer that one.")
 
-    run_job_filters.run(job.pk)
+    run = filter_job(job)
 
     assert _verdict(good).judge_score == 9 and _verdict(good).state == VerdictState.PASSED
-    assert _verdict(good).judge_rationale == "Rubric says 9."
+    assert _verdict(good).judge_rationale == "Rubric says 9." and not _verdict(good).judge_error
     assert _verdict(bad).judge_score == 2 and _verdict(bad).flags == ["judge"]
     assert "below the threshold 6" in _verdict(bad).reasons["judge"]
-    assert _verdict(prose).judge_score == 7
-    for failing in (garbage, broken):
-        v = _verdict(failing)
-        assert v.judge_score is None and v.state == VerdictState.PASSED
+    # Replies that are not the JSON asked for are errors with the reply kept, never a score
+    # (the old fallback read 7 out of "7/10" and 1 out of the echoed rubric).
+    for unreadable in (prose, garbage, echo):
+        v = _verdict(unreadable)
+        assert v.judge_score is None and v.state == VerdictState.PASSED and v.flags == []
         assert v.reasons["judge"].startswith("The judge failed")
+        assert "not the JSON object asked for" in v.judge_error
+        assert v.judge_reply and v.judge_reply == unreadable_reply(judge_server, unreadable.text)
+    assert "Rubric:" in _verdict(echo).judge_reply
+    v = _verdict(broken)
+    assert v.judge_score is None and v.state == VerdictState.PASSED
+    assert "BadRequestError" in v.judge_error and v.judge_reply == ""
     assert _verdict(refused).judge_score is None  # filtered before the judge: no call paid
     # The review queue's bulk filter ("judge >= 8 and no flags") is a plain query on both databases.
     confident = CompletionVerdict.objects.filter(project=job.project, judge_score__gte=8, flags=[])
     assert list(confident.values_list("completion_id", flat=True)) == [good.pk]
-    assert len(judge_server.requests) == 5
+    counts = FilterRun.objects.get(pk=run).counts
+    assert counts["judge_errors"] == 4 and counts["filtered"] == 2
+    asked = {_answer(r) for r in judge_server.requests}
+    assert asked == {c.text for c in (good, bad, prose, garbage, echo, broken)}
     request = judge_server.requests[0]
     assert request["model"] == "judge-model" and request["temperature"] == 0
     assert DEFAULT_RUBRIC.splitlines()[0] in request["messages"][-1]["content"]
+    # Structured output is asked for on every call (this endpoint takes it).
+    assert all(
+        r["response_format"]["type"] == "json_schema"
+        for r in judge_server.requests
+        if "BROKEN" not in _answer(r)
+    )
+
+
+def _answer(request):
+    user = request["messages"][-1]["content"]
+    return user.split("<answer>\n", 1)[1].split("\n</answer>", 1)[0]
+
+
+def unreadable_reply(server, text):
+    """What the loopback judge answered for `text` (a non-JSON reply)."""
+    for r in server.requests:
+        if _answer(r) == text:
+            user = r["messages"][-1]["content"]
+            if "GARBAGE" in text:
+                return "I cannot decide."
+            if "ECHO" in text:
+                return user
+            return "Solid work overall. I'd give it 7/10 because it is mostly right."
+    raise AssertionError(text)
 
 
 @pytest.mark.django_db
@@ -293,20 +329,20 @@ def test_a_rerun_reuses_scores_from_the_same_judge_and_rescoring_follows_the_rub
     job, judge, judge_server, project
 ):
     c = _completion(job, "MEH answer of middling quality, honestly.")
-    run_job_filters.run(job.pk)
+    filter_job(job)
     assert _verdict(c).judge_score == 5 and _verdict(c).flags == ["judge"]
-    run_job_filters.run(job.pk)
+    filter_job(job)
     assert len(judge_server.requests) == 1
     filter_config_update(
         project=project, data={**project.settings["filters"], "judge_threshold": 4}
     )
-    run_job_filters.run(job.pk)
+    filter_job(job)
     assert len(judge_server.requests) == 1  # threshold only: no new calls
     assert _verdict(c).state == VerdictState.PASSED
     filter_config_update(
         project=project, data={**project.settings["filters"], "judge_rubric": "Be harsh."}
     )
-    run_job_filters.run(job.pk)
+    filter_job(job)
     assert len(judge_server.requests) == 2
     assert "Be harsh." in judge_server.requests[-1]["messages"][-1]["content"]
 
@@ -329,7 +365,7 @@ def test_the_judge_key_is_decrypted_and_sent(job, judge, judge_server):
 
     conftest.JudgeHandler.do_POST = spy
     try:
-        run_job_filters.run(job.pk)
+        filter_job(job)
     finally:
         conftest.JudgeHandler.do_POST = orig
     assert seen == ["Bearer sk-judge-secret"]
@@ -385,8 +421,8 @@ def test_two_jobs_filtered_in_either_order_keep_the_same_one_of_a_shared_answer(
     job2 = GenerationJobFactory(project=project, teacher=job.teacher, prompt_set=job.prompt_set)
     first = _completion(job, LONG)
     second = _completion(job2, LONG)
-    run_job_filters.run(job2.pk)  # job 1 has no verdicts yet, as if its run were still going
-    run_job_filters.run(job.pk)
+    filter_job(job2)  # job 1 has no verdicts yet, as if its run were still going
+    filter_job(job)
     assert _verdict(first).state == VerdictState.PASSED
     assert _verdict(second).flags == ["exact_duplicate"]
 
@@ -398,7 +434,7 @@ def test_a_filter_run_refreshes_the_review_queue(job):
     good = _completion(job, LONG)
     empty = _completion(job, "   ")
 
-    run_job_filters.run(job.pk)
+    filter_job(job)
 
     states = dict(ReviewItem.objects.values_list("completion_id", "state"))
     assert states.get(good.pk) == ItemState.OPEN

@@ -237,3 +237,53 @@ def test_the_project_page_has_the_filters_section(alice_client, project, verdict
     assert "Automatic filters" in html
     assert f"{reverse('filters_list', args=[project.pk])}?state=flagged&amp;flag=refusal" in html
     assert reverse("filters_config", args=[project.pk]) in html
+
+
+@pytest.mark.django_db
+def test_judge_errors_are_counted_and_listed_with_the_reply(alice_client, project, job):
+    unreadable = CompletionVerdictFactory(
+        completion=CompletionFactory(job=job),
+        state=VerdictState.PASSED,
+        flags=[],
+        reasons={"judge": "The judge failed, so no score: not JSON."},
+        judge_error="The judge's reply is not the JSON object asked for.",
+        judge_reply="Rubric: score from 1 to 10 <b>echoed</b>",
+    )
+    scored = CompletionVerdictFactory(
+        completion=CompletionFactory(job=job), state=VerdictState.PASSED, flags=[], judge_score=8
+    )
+    url = reverse("filters_list", args=[project.pk])
+    html = alice_client.get(url).content.decode()
+    assert "<strong>1</strong> judge errors" in html and "?state=judge_error" in html
+    html = alice_client.get(url, {"state": "judge_error"}).content.decode()
+    assert f"Completion #{unreadable.completion_id}" in html
+    assert f"Completion #{scored.completion_id}" not in html
+    assert "Judge error: The judge&#x27;s reply is not the JSON object asked for." in html
+    assert "score from 1 to 10 &lt;b&gt;echoed&lt;/b&gt;" in html
+    project_page = alice_client.get(reverse("project_detail", args=[project.pk])).content.decode()
+    assert "have no judge score" in project_page
+
+
+@pytest.mark.django_db
+def test_the_config_page_saves_the_within_prompt_setting(alice_client, project):
+    url = reverse("filters_config", args=[project.pk])
+    assert 'name="dedup_within_prompt" >' in alice_client.get(url).content.decode()
+    form = {
+        "enabled": ["empty"],
+        "min_chars": "1",
+        "max_chars": "900",
+        "repetition_n": "3",
+        "repetition_threshold": "0.3",
+        "echo_threshold": "0.8",
+        "reference_mode": "normalised",
+        "dedup_threshold": "0.8",
+        "judge_rubric": "Be fair.",
+        "judge_threshold": "6",
+    }
+    assert alice_client.post(url, {**form, "dedup_within_prompt": "on"}).status_code == 302
+    project.refresh_from_db()
+    assert project.settings["filters"]["dedup_within_prompt"] is True
+    assert 'name="dedup_within_prompt" checked' in alice_client.get(url).content.decode()
+    assert alice_client.post(url, form).status_code == 302  # an unticked box is off
+    project.refresh_from_db()
+    assert project.settings["filters"]["dedup_within_prompt"] is False

@@ -1,8 +1,6 @@
 from __future__ import annotations
 
 import hashlib
-import sys
-import types
 
 import pytest
 
@@ -32,16 +30,43 @@ def fast_retries(settings):
     settings.TEACHER_BACKOFF_BASE = 0.01
     settings.TEACHER_BACKOFF_CAP = 0.05
     settings.TEACHER_REQUEST_TIMEOUT = 2
-    settings.GENERATION_STALE_SECONDS = 60
+    settings.RUN_STALE_SECONDS = 60
     return settings
 
 
 @pytest.fixture
-def enqueued(monkeypatch):
-    """Record job enqueues instead of sending them to a broker (tests run the job themselves)."""
-    calls: list[int] = []
-    monkeypatch.setattr(services, "_enqueue", lambda job: calls.append(job.pk))
-    return calls
+def enqueued(sent_tasks):
+    """The job ids whose generation task was sent (tests run the job themselves)."""
+    return _SentArgs(sent_tasks, "workers.tasks.generation.run_generation_job")
+
+
+class _SentArgs(list):
+    """A live view of the first argument of each sent task of one name, compared like a list."""
+
+    def __init__(self, sent, name: str) -> None:
+        super().__init__()
+        self._sent, self._name = sent, name
+
+    def _current(self) -> list:
+        return [s.args[0] for s in self._sent if s.name == self._name]
+
+    def __eq__(self, other: object) -> bool:
+        return self._current() == other
+
+    def __len__(self) -> int:
+        return len(self._current())
+
+    def __iter__(self):
+        return iter(self._current())
+
+    def __getitem__(self, index):
+        return self._current()[index]
+
+    def clear(self) -> None:
+        self._sent[:] = [s for s in self._sent if s.name != self._name]
+
+    def __repr__(self) -> str:
+        return repr(self._current())
 
 
 def make_prompt(prompt_set, text: str, split: str = Split.TRAIN, **kwargs):
@@ -87,22 +112,32 @@ def api_teacher(project, fake_openai):
     )
 
 
-@pytest.fixture
-def filters_options() -> list[dict]:
-    """The options (e.g. the queue) of each filter run `filters_sent` recorded."""
-    return []
+FILTER_TASK = "workers.tasks.filters.execute_filter_run"
 
 
 @pytest.fixture
-def filters_sent(monkeypatch, filters_options):
-    """The job ids of the filter runs enqueued, recorded by a stand-in task module."""
-    sent: list[int] = []
+def filters_options(sent_tasks) -> list[dict]:
+    """The options (the queue) of each filter run `filters_sent` recorded."""
 
-    def send(args, **options):
-        sent.append(args[0])
-        filters_options.append(options)
+    class Options(list):
+        def __eq__(self, other: object) -> bool:
+            return [{"queue": s.queue} for s in sent_tasks if s.name == FILTER_TASK] == other
 
-    fake = types.ModuleType("workers.tasks.filters")
-    fake.run_job_filters = types.SimpleNamespace(apply_async_on_commit=send)  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "workers.tasks.filters", fake)
-    return sent
+    return Options()
+
+
+@pytest.fixture
+def filters_sent(sent_tasks):
+    """The job ids of the filter runs sent (each run names the job it filters)."""
+    from distillapp.filters.models import FilterRun
+
+    class JobIds(list):
+        def _current(self) -> list:
+            ids = [s.args[0] for s in sent_tasks if s.name == FILTER_TASK]
+            job_of = dict(FilterRun.objects.filter(pk__in=ids).values_list("pk", "job_id"))
+            return [job_of.get(i) for i in ids]
+
+        def __eq__(self, other: object) -> bool:
+            return self._current() == other
+
+    return JobIds()

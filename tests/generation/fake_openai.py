@@ -13,6 +13,8 @@ or drawn at random (`server.fault_rates`), per request:
     "401"        401 invalid API key
     "400"        400 bad request
 
+`server.reject_response_format = True` answers 400 to any request that has `response_format`.
+
 `python -m tests.generation.fake_openai --latency 0.2 --rate-429 0.2` serves from its own process
 (the throughput benchmark) and prints `PORT <n>` when ready.
 """
@@ -76,6 +78,9 @@ class FakeOpenAI:
         self.statuses: collections.Counter[int | str] = collections.Counter()
         self.bodies: collections.deque[dict[str, Any]] = collections.deque(maxlen=10_000)
         self.arrivals: list[float] = []
+        # Answer 400 to a request with `response_format`, as endpoints without structured
+        # output do (the judge then asks again without it).
+        self.reject_response_format = False
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -195,9 +200,15 @@ def _make_handler(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                 server.statuses[status] += 1
 
         def _error(
-            self, status: int, message: str, kind: str, headers: dict[str, str] | None = None
+            self,
+            status: int,
+            message: str,
+            kind: str,
+            headers: dict[str, str] | None = None,
+            code: str | None = None,
         ) -> None:
-            self._json(status, {"error": {"message": message, "type": kind, "code": None}}, headers)
+            # The shape and codes OpenAI sends; clients show only the code, never the message.
+            self._json(status, {"error": {"message": message, "type": kind, "code": code}}, headers)
 
         def do_GET(self) -> None:  # noqa: N802
             if self.path.rstrip("/").endswith("/models"):
@@ -275,12 +286,25 @@ def _make_handler(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                 return
             if fault == "400":
                 self._error(
-                    400, "This model's maximum context length is 8 tokens.", "invalid_request_error"
+                    400,
+                    "This model's maximum context length is 8 tokens.",
+                    "invalid_request_error",
+                    code="context_length_exceeded",
+                )
+                return
+            if server.reject_response_format and "response_format" in body:
+                self._error(
+                    400,
+                    "response_format is not supported by this model.",
+                    "invalid_request_error",
                 )
                 return
             if body.get("model") not in server.models:
                 self._error(
-                    404, f"The model `{body.get('model')}` does not exist.", "invalid_request_error"
+                    404,
+                    f"The model `{body.get('model')}` does not exist.",
+                    "invalid_request_error",
+                    code="model_not_found",
                 )
                 return
             if fault == "malformed":

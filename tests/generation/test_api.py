@@ -7,7 +7,7 @@ import pytest
 from distillapp.generation import services
 from distillapp.generation.models import Completion, GenerationJob, JobStatus
 from tests.generation.conftest import API_KEY
-from workers.teachers.openai_runner import ItemResult
+from workers.engine.teachers.openai_runner import ItemResult
 
 pytestmark = pytest.mark.django_db
 

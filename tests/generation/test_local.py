@@ -119,7 +119,7 @@ def test_the_fingerprint_covers_config_and_tokenizer(tiny_model_dir, tmp_path) -
 def test_a_local_teacher_job_runs_through_the_gpu_task(
     project, prompt_set, tiny, tiny_model_dir, enqueued, filters_sent
 ) -> None:
-    from workers.tasks.gpu import run_local_generation_job
+    from workers.tasks.generation import run_generation_job
 
     teacher = services.teacher_create(
         project=project,
@@ -135,14 +135,14 @@ def test_a_local_teacher_job_runs_through_the_gpu_task(
         project=project, prompt_set=prompt_set, teacher=teacher, samples_per_prompt=2
     )
     assert job.teacher_snapshot["fingerprint"] == gl.model_fingerprint(tiny_model_dir)
-    assert run_local_generation_job.apply(args=(job.pk,)).get() == "completed"
+    assert run_generation_job.apply(args=(job.pk,)).get() == "completed"
     job.refresh_from_db()
     assert job.status == JobStatus.SUCCEEDED and job.done == 12 and job.completion_tokens == 60
     rows = Completion.objects.filter(job=job)
     assert rows.count() == 12 and all(c.topk and c.mean_logprob is not None for c in rows)
     record = topk_format.decode(rows.first().topk)
     assert record.strings is None and record.k == 3 and record.num_tokens == 5
-    assert run_local_generation_job.apply(args=(job.pk,)).get() == "ended"
+    assert run_generation_job.apply(args=(job.pk,)).get() == "ended"
     assert filters_sent == [job.pk]
 
 
@@ -152,7 +152,7 @@ def test_a_local_job_refuses_to_resume_on_changed_weights(
 ) -> None:
     import shutil
 
-    from workers.tasks.gpu import run_local_generation_job
+    from workers.tasks.generation import run_generation_job
 
     folder = tmp_path / "model"
     shutil.copytree(tiny_model_dir, folder)
@@ -161,7 +161,7 @@ def test_a_local_job_refuses_to_resume_on_changed_weights(
     )
     job = services.generation_job_start(project=project, prompt_set=prompt_set, teacher=teacher)
     (folder / "tokenizer_config.json").write_text("{}")
-    run_local_generation_job.apply(args=(job.pk,))
+    run_generation_job.apply(args=(job.pk,))
     job.refresh_from_db()
     assert job.status == JobStatus.FAILED and "changed since the job started" in job.message
     assert not GenerationJob.objects.filter(pk=job.pk, completions__isnull=False).exists()

@@ -8,7 +8,7 @@ import httpx2
 import openai
 import pytest
 
-from workers.teachers.retry import backoff_delay, classify, parse_retry_after, retry_delay
+from workers.engine.teachers.retry import backoff_delay, classify, parse_retry_after, retry_delay
 
 
 def _status_error(status: int, headers: dict[str, str] | None = None) -> openai.APIStatusError:

@@ -10,7 +10,7 @@ import pytest
 
 from tests.generation.conftest import API_KEY
 from workers.engine import topk_format
-from workers.teachers.openai_runner import (
+from workers.engine.teachers.openai_runner import (
     Decoding,
     ItemResult,
     RunnerConfig,
@@ -140,7 +140,7 @@ def test_400_is_recorded_without_retry_and_the_run_goes_on(fake_openai) -> None:
     assert (
         failed[0].attempts == 1
         and "HTTP 400" in failed[0].error
-        and "maximum context length" in failed[0].error
+        and "context_length_exceeded" in failed[0].error  # the code, never the foreign body
     )
     assert fake_openai.requests == 3
 
@@ -156,7 +156,7 @@ def test_an_unknown_model_stops_the_run(fake_openai) -> None:
     summary, _results, _ = _run(
         _items(5), _config(fake_openai, model="no-such-model", concurrency=1)
     )
-    assert summary.outcome == RunOutcome.ABORTED and "does not exist" in summary.fatal_error
+    assert summary.outcome == RunOutcome.ABORTED and "model_not_found" in summary.fatal_error
 
 
 def test_concurrency_is_bounded(fake_openai) -> None:

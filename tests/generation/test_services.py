@@ -8,12 +8,13 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from distillapp.core.crypto import decrypt_secret
+from distillapp.core.runs.services import runs_sweep
 from distillapp.filters.services import filter_config_update
 from distillapp.generation import selectors, services
 from distillapp.generation.models import Completion, CompletionStatus, GenerationJob, JobStatus
 from tests.factories import ProjectFactory, PromptSetFactory, TeacherFactory
 from tests.generation.conftest import API_KEY
-from workers.teachers.openai_runner import ItemResult
+from workers.engine.teachers.openai_runner import ItemResult
 
 
 def _ok(prompt_id: int, sample: int = 0, tokens: int = 5) -> ItemResult:
@@ -284,18 +285,22 @@ def test_a_job_where_every_item_failed_is_failed_and_not_filtered(
     assert job.status == JobStatus.FAILED and filters_sent == []
 
 
-def test_recover_re_enqueues_only_jobs_with_a_stale_heartbeat(
+def test_the_sweep_re_sends_only_jobs_with_a_stale_heartbeat_once_per_period(
     project, prompt_set, api_teacher, enqueued
 ) -> None:
     live = _start(project, prompt_set, api_teacher)
     dead = _start(project, prompt_set, api_teacher)
     services.generation_job_claim(job_id=live.pk)
     services.generation_job_claim(job_id=dead.pk)
+    an_hour_ago = timezone.now() - timedelta(hours=1)
     GenerationJob.objects.filter(pk=dead.pk).update(
-        heartbeat_at=timezone.now() - timedelta(hours=1)
+        heartbeat_at=an_hour_ago, enqueued_at=an_hour_ago
     )
     enqueued.clear()
-    assert services.generation_jobs_recover() == [dead.pk] and enqueued == [dead.pk]
+    assert runs_sweep() == [("generation", dead.pk)] and enqueued == [dead.pk]
+    assert runs_sweep() == []  # sent once; the next sweep waits a stale period
+    GenerationJob.objects.filter(pk=dead.pk).update(enqueued_at=timezone.now() - timedelta(hours=1))
+    assert runs_sweep() == [("generation", dead.pk)] and enqueued == [dead.pk, dead.pk]
 
 
 def test_deleting_a_teacher_with_a_running_job_is_refused(

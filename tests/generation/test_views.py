@@ -222,7 +222,7 @@ def test_the_job_page_shows_the_last_errors_with_their_prompts_escaped(
     alice_client, job, prompt_set
 ) -> None:
     from tests.generation.conftest import make_prompt
-    from workers.teachers.openai_runner import ItemResult
+    from workers.engine.teachers.openai_runner import ItemResult
 
     evil = make_prompt(prompt_set, "<script>alert(1)</script>")
     claim = services.generation_job_claim(job_id=job.pk)

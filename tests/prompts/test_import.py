@@ -132,7 +132,7 @@ def test_every_earlier_set_of_the_project_and_only_of_the_project_is_checked(
 ):
     """Duplicates are dropped against all the project's prompts (read in chunks on SQLite), by
     both writers; the same text in another project is not a duplicate."""
-    monkeypatch.setattr(services, "HASH_READ_CHUNK", 3)
+    monkeypatch.setattr(services.imports, "HASH_READ_CHUNK", 3)
     texts = [f"prompt {i}" for i in range(10)]
     for start in (0, 4, 8):  # three sets: 0-3, 4-7, 8-9
         chunk = [{"prompt": t} for t in texts[start : start + 4]]

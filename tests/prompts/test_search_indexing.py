@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.db import connection
+from django.utils import timezone
 
-from distillapp.prompts.models import Prompt, PromptSet
+from distillapp.core.runs.models import RunStatus
+from distillapp.core.runs.services import ClaimLost, run_claim, run_heartbeat
+from distillapp.prompts.models import Prompt, PromptSet, SearchIndexRun
 from distillapp.prompts.selectors import prompt_set_prompts, prompts_for_generation
 from distillapp.prompts.services import prompt_set_import, prompt_set_index_search
 from tests.conftest import USING_POSTGRES
@@ -53,10 +58,12 @@ def test_import_defers_indexing_to_a_task_on_postgres_and_needs_none_elsewhere(
     if USING_POSTGRES:
         assert not prompt_set.search_indexed and prompt_set.search_indexed_count == 0
         assert _vectors_missing(prompt_set) == 43
-        assert len(callbacks) == 1  # index_prompt_set_search.delay_on_commit
+        assert len(callbacks) == 1  # the indexing run's task, sent on commit
+        run = prompt_set.search_index_run
+        assert (run.status, run.total) == (RunStatus.QUEUED, 43)
     else:
         assert prompt_set.search_indexed and prompt_set.search_indexed_count == 43
-        assert callbacks == []
+        assert callbacks == [] and not SearchIndexRun.objects.exists()
 
 
 def test_search_finds_every_match_before_during_and_after_indexing(project):
@@ -84,14 +91,31 @@ def test_search_finds_every_match_before_during_and_after_indexing(project):
     ]
 
 
-def test_the_indexing_task_is_idempotent_and_ignores_deleted_sets(project):
+@pytest.mark.skipif(not USING_POSTGRES, reason="only PostgreSQL defers indexing to a run")
+def test_the_indexing_run_is_idempotent_and_ignores_deleted_runs(project):
     prompt_set = _import(project)
-    first = index_prompt_set_search(prompt_set.pk)
-    assert first == (43 if USING_POSTGRES else 0)
-    assert index_prompt_set_search(prompt_set.pk) == 0
+    run = prompt_set.search_index_run
+    assert index_prompt_set_search(run.pk) == 43
+    run.refresh_from_db()
+    assert (run.status, run.done, run.claim_token) == (RunStatus.SUCCEEDED, 43, "")
+    assert index_prompt_set_search(run.pk) is None  # a second delivery gets no claim
     assert prompt_set_index_search(prompt_set=prompt_set) == 0  # re-run: nothing left to do
     assert PromptSet.objects.get(pk=prompt_set.pk).search_indexed_count == 43
     assert index_prompt_set_search(10**9) is None
+
+
+@pytest.mark.skipif(not USING_POSTGRES, reason="only PostgreSQL defers indexing to a run")
+def test_an_indexing_run_whose_worker_died_is_taken_over_and_goes_on(project):
+    prompt_set = _import(project)
+    run = prompt_set.search_index_run
+    dead = run_claim(SearchIndexRun, pk=run.pk)
+    assert index_prompt_set_search(run.pk) is None  # the first worker's heartbeat is fresh
+    SearchIndexRun.objects.filter(pk=run.pk).update(
+        heartbeat_at=timezone.now() - timedelta(hours=1)
+    )
+    assert index_prompt_set_search(run.pk) == 43
+    with pytest.raises(ClaimLost):
+        run_heartbeat(SearchIndexRun, pk=run.pk, token=dead.token)
 
 
 def test_generation_never_gets_held_out_prompts_before_indexing(project):
@@ -139,7 +163,7 @@ def test_the_set_page_shows_indexing_progress_until_done(project, alice_client):
     if USING_POSTGRES:
         assert f'hx-get="{poll}"' in page and "0 of 43 prompts" in page
         assert (api["search_indexed"], api["search_indexed_count"]) == (False, 0)
-        index_prompt_set_search(prompt_set.pk)
+        index_prompt_set_search(prompt_set.search_index_run.pk)
     partial = alice_client.get(poll, HTTP_HX_REQUEST="true").content.decode()
     assert 'id="search-index" hidden' in partial and "hx-get" not in partial
     api = alice_client.get(f"/api/v1/prompt-sets/{prompt_set.pk}").json()
@@ -148,7 +172,7 @@ def test_the_set_page_shows_indexing_progress_until_done(project, alice_client):
 
 @pytest.mark.skipif(not USING_POSTGRES, reason="GIN pending lists are PostgreSQL's")
 def test_indexing_merges_the_search_index_pending_list(project):
-    from distillapp.prompts.services import _merge_search_pending_list
+    from distillapp.prompts.services.search import _merge_search_pending_list
 
     prompt_set = _import(project)
     prompt_set_index_search(prompt_set=prompt_set)

@@ -9,6 +9,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from distillapp.accounts.services import audit_record
 from distillapp.core.iterables import chunked
 from distillapp.generation.models import Completion
 from distillapp.projects.models import Project
@@ -23,6 +24,7 @@ from distillapp.review.models import (
 )
 from distillapp.review.services.state import recount
 from distillapp.review.services.sync import BATCH, reviewable_q
+from distillapp.review.services.tally import SYSTEM, merge, tally_add, transition
 
 
 def review_adjudicate(
@@ -36,6 +38,7 @@ def review_adjudicate(
         item = ReviewItem.objects.select_for_update().filter(completion=completion).first()
         if item is None or not (item.state == ItemState.ADJUDICATION or item.adjudicated_by_id):
             raise ValidationError("This item is not waiting for adjudication.")
+        before = (item.state, item.decision)
         item.state = ItemState.DONE
         item.decision = decision
         item.target_text = edited_text if decision == FinalDecision.APPROVE else None
@@ -43,6 +46,11 @@ def review_adjudicate(
         item.decided_at = timezone.now()
         item.save(
             update_fields=["state", "decision", "target_text", "adjudicated_by", "decided_at"]
+        )
+        tally_add(
+            project_id=item.project_id,
+            writer=admin.pk,
+            delta=transition(*before, ItemState.DONE, decision),
         )
     return item
 
@@ -129,6 +137,13 @@ def review_bulk_apply(
             items=[[pk, state] for pk, state, _c in rows],
             count=len(rows),
         )
+        audit_record(
+            org=project.org,
+            actor=actor,
+            action="review.bulk_apply",
+            target=project.name,
+            details={"decision": decision, "count": len(rows), "bulk_action": action.pk},
+        )
         ids = [pk for pk, _s, _c in rows]
         now = timezone.now()
         for chunk in chunked(ids, BATCH):
@@ -142,6 +157,13 @@ def review_bulk_apply(
             )
         for chunk in chunked([c for _p, _s, c in rows], BATCH):
             ReviewLease.objects.filter(completion_id__in=chunk).delete()
+        tally_add(
+            project_id=project.pk,
+            writer=actor.pk,
+            delta=merge(
+                *(transition(state, None, ItemState.DONE, decision) for _p, state, _c in rows)
+            ),
+        )
     return action
 
 
@@ -153,21 +175,28 @@ def review_bulk_undo(*, bulk_action: BulkAction) -> int:
         if action.undone_at is not None:
             return 0
         ids = [pk for pk, _state in action.items]
+        writer = action.actor_id or SYSTEM
         restored = 0
         for chunk in chunked(ids, BATCH):
             items = ReviewItem.objects.select_for_update().filter(pk__in=chunk, bulk_action=action)
-            restored += items.filter(reviews_count=0).update(
+            unreviewed = list(items.filter(reviews_count=0).values_list("pk", "state", "decision"))
+            restored += ReviewItem.objects.filter(pk__in=[pk for pk, _s, _d in unreviewed]).update(
                 state=ItemState.OPEN,
                 decision=None,
                 target_text=None,
                 bulk_action=None,
                 decided_at=None,
             )
+            tally_add(
+                project_id=action.project_id,
+                writer=writer,
+                delta=merge(*(transition(s, d, ItemState.OPEN, None) for _pk, s, d in unreviewed)),
+            )
             for item in items.filter(reviews_count__gt=0):
+                # No longer settled: its reviews decide its state again.
                 item.bulk_action = None
-                item.state = ItemState.OPEN
-                item.save(update_fields=["bulk_action", "state"])
-                recount(item, cfg)
+                item.save(update_fields=["bulk_action"])
+                recount(item, cfg, writer=writer)
                 restored += 1
         action.undone_at = timezone.now()
         action.save(update_fields=["undone_at"])
@@ -213,5 +242,5 @@ def review_settings_update(
                 project=project, adjudicated_by__isnull=True, bulk_action__isnull=True
             ).filter(Q(reviews_count__gt=0) | Q(state=ItemState.LEASED))
             for item in touched.select_for_update().iterator(chunk_size=BATCH):
-                recount(item, cfg)
+                recount(item, cfg, writer=SYSTEM)
     return review_settings(project)

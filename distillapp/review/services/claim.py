@@ -83,7 +83,11 @@ def review_claim_next(
                     f"SELECT id FROM {table(ReviewItem)} WHERE id = %s{for_update()}", [item_id]
                 ):
                     item_settle(
-                        item_id=item_id, completion_id=completion_id, settled=settled, cfg=cfg
+                        item_id=item_id,
+                        completion_id=completion_id,
+                        settled=settled,
+                        cfg=cfg,
+                        writer=reviewer.pk,
                     )
             continue
         if outcome == _CHANGED:
@@ -277,7 +281,7 @@ def _release_expired(project: Project, reviewer: Any, cfg: ReviewSettings) -> No
     )
     for item in expired:
         ReviewLease.objects.filter(completion_id=item.completion_id, expires_at__lte=now).delete()
-        recount(item, cfg)
+        recount(item, cfg, writer=reviewer.pk)
 
 
 _last_release: dict[int, float] = {}
@@ -301,4 +305,4 @@ def review_release(*, completion: Completion, reviewer: Any) -> None:
         item = ReviewItem.objects.select_for_update().filter(completion=completion).first()
         deleted, _ = ReviewLease.objects.filter(completion=completion, reviewer=reviewer).delete()
         if item is not None and deleted:
-            recount(item, cfg)
+            recount(item, cfg, writer=reviewer.pk)

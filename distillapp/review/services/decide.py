@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import functools
 from contextlib import nullcontext
+from datetime import timedelta
 from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
-from django.db.models import Field, Model
+from django.db.models import Field, Min, Model
 from django.utils import timezone
 
 from distillapp.generation.models import Completion
@@ -38,6 +39,7 @@ from distillapp.review.services.state import (
     recount,
     settle,
 )
+from distillapp.review.services.tally import tally_step, transition
 
 
 def _snapshot(review: Review | None) -> dict[str, Any] | None:
@@ -164,7 +166,7 @@ def _first_decision(
     item_cte = (
         f"UPDATE {items} t SET {columns} WHERE t.completion_id = %s "
         "AND t.adjudicated_by_id IS NULL AND t.bulk_action_id IS NULL "
-        f"AND t.state <> {literal(ItemState.EXCLUDED)} "
+        f"AND t.state IN ({literal(ItemState.OPEN)}, {literal(ItemState.LEASED)}) "
         f"AND t.xmin = (SELECT s.xmin FROM {items} s WHERE s.completion_id = %s) "
         f"AND EXISTS (SELECT 1 FROM {leases} l WHERE l.completion_id = %s "
         "AND l.reviewer_id = %s AND l.expires_at > %s) "
@@ -189,7 +191,14 @@ def _first_decision(
         f"DELETE FROM {leases} WHERE completion_id = %s AND reviewer_id = %s {{and_source}}",
         [completion.pk, reviewer.pk],
     )
-    return review if _write(None, None, values, review, None, lease, item_cte=item_cte) else None
+    # The item was open or leased (the statement checks), so the change to the counts is known.
+    tally = tally_step(
+        project_id=project.pk,
+        writer=reviewer.pk,
+        delta=transition(ItemState.OPEN, None, values["state"], values["decision"]),
+    )
+    written = _write(None, None, values, review, None, lease, tally=tally, item_cte=item_cte)
+    return review if written else None
 
 
 def _decide_once(
@@ -205,7 +214,8 @@ def _decide_once(
     facts_query, facts_params = facts_sql(completion_id=completion.pk, now=now)
     version = "it.xmin::text" if is_postgres() else "NULL"
     rows = fetchall(
-        f"SELECT it.id, it.state, it.adjudicated_by_id, it.bulk_action_id, {version}, f.* "
+        f"SELECT it.id, it.state, it.adjudicated_by_id, it.bulk_action_id, {version}, "
+        "it.decision, f.* "
         f"FROM {table(ReviewItem)} it LEFT JOIN ({facts_query}) f ON 1 = 1 "
         "WHERE it.completion_id = %s ORDER BY f.kind, f.at, f.id",
         [*facts_params, completion.pk],
@@ -213,9 +223,9 @@ def _decide_once(
     )
     if not rows:
         raise ValidationError("This completion is not in the review queue.")
-    item_id, state, adjudicated_by_id, bulk_action_id, row_version = rows[0][:5]
+    item_id, state, adjudicated_by_id, bulk_action_id, row_version, final = rows[0][:6]
     settled = is_settled(adjudicated_by_id, bulk_action_id, state)
-    facts = [row[5:] for row in rows if row[5] is not None]
+    facts = [row[6:] for row in rows if row[6] is not None]
     mine = [f for f in facts if f[2] == reviewer.pk]
     review_id = next((f[1] for f in mine if f[0] == 0), None)
     lease_id = next((f[1] for f in mine if f[0] == 1), None)
@@ -242,12 +252,19 @@ def _decide_once(
         cfg=cfg,
         now=now,
     )
+    # The row is written only if it is still the version read, so `state` and `final` are what
+    # the write changes.
+    tally = tally_step(
+        project_id=project.pk,
+        writer=reviewer.pk,
+        delta=transition(state, final, values.get("state", state), values.get("decision", final)),
+    )
     review: Review | None = existing
     if unchanged:
-        written = _write(item_id, row_version, values, None, None, lease_id)
+        written = _write(item_id, row_version, values, None, None, lease_id, tally=tally)
     elif existing is None:
         review = _new_review(completion, project, reviewer, new, duration_ms, now)
-        written = _write(item_id, row_version, values, review, None, lease_id)
+        written = _write(item_id, row_version, values, review, None, lease_id, tally=tally)
     else:
         previous = _snapshot(existing)
         for k, v in new.items():
@@ -255,7 +272,7 @@ def _decide_once(
         if duration_ms is not None:
             existing.duration_ms = duration_ms
         existing.updated_at = now
-        written = _write(item_id, row_version, values, existing, previous, lease_id)
+        written = _write(item_id, row_version, values, existing, previous, lease_id, tally=tally)
     return review if written else None
 
 
@@ -267,11 +284,13 @@ def _write(
     previous: dict[str, Any] | None,
     lease: int | tuple[str, list[Any]] | None,
     *,
+    tally: tuple[str, list[Any]] | None = None,
     item_cte: tuple[str, list[Any]] | None = None,
 ) -> bool:
     """Write the item's new state and, with it, the review (inserted when it has no id yet), its
     undo entry and the lease's removal. On PostgreSQL one statement, and nothing at all unless the
-    item's row is still `row_version`. Returns whether it wrote."""
+    item's row is still `row_version`. `tally` records the change of the project's counts.
+    Returns whether it wrote."""
     steps: list[tuple[str, str, list[Any]]] = []  # (name, SQL reading `source`, params)
     if review is not None:
         if review.pk is None:
@@ -333,6 +352,8 @@ def _write(
         steps.append(
             ("lease_w", f"DELETE FROM {table(ReviewLease)} WHERE id = %s {{and_source}}", [lease])
         )
+    if tally is not None:
+        steps.append(("tally_w", *tally))
     if not is_postgres():
         # SQLite: inside the caller's transaction, which holds the writer lock.
         assert item_id is not None
@@ -475,11 +496,20 @@ def _revert(
     mine = reviews.filter(reviewer=reviewer).exists()
     leased = False
     if reviews.count() - int(mine) + others < cfg.overlap:
-        ReviewLease.objects.update_or_create(
+        # A claim returns the reviewer's oldest held lease first (that is what makes a prefetched
+        # item wait its turn), so the item comes back next: its lease is dated before the others.
+        held = ReviewLease.objects.filter(project=project, reviewer=reviewer).aggregate(
+            first=Min("created_at")
+        )["first"]
+        lease, _ = ReviewLease.objects.update_or_create(
             completion_id=item.completion_id,
             reviewer=reviewer,
             defaults={"expires_at": lease_until(cfg), "project": project},
         )
+        # (an update: created_at is auto_now_add, which a create would overwrite)
+        ReviewLease.objects.filter(pk=lease.pk).update(
+            created_at=min(held or now, now) - timedelta(microseconds=1)
+        )
         leased = True
-    recount(item, cfg)
+    recount(item, cfg, writer=reviewer.pk)
     return leased

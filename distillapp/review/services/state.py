@@ -17,7 +17,8 @@ from distillapp.review.models import (
     ReviewItem,
     ReviewLease,
 )
-from distillapp.review.services._sql import execute, fetchall, table
+from distillapp.review.services._sql import execute, fetchall, fetchone, table
+from distillapp.review.services.tally import tally_add, transition
 
 ACCEPT = {Decision.APPROVE, Decision.EDIT}
 
@@ -93,10 +94,16 @@ def item_update(item_id: int, values: dict[str, Any]) -> tuple[str, list[Any]]:
     return f"UPDATE {table(ReviewItem)} SET {columns} WHERE id = %s", [*values.values(), item_id]
 
 
-def item_settle(*, item_id: int, completion_id: int, settled: bool, cfg: ReviewSettings) -> None:
-    """Recompute an item's state from its reviews and leases and write it. The caller holds the
-    item's row lock, so they cannot change underneath."""
+def item_settle(
+    *, item_id: int, completion_id: int, settled: bool, cfg: ReviewSettings, writer: int
+) -> None:
+    """Recompute an item's state from its reviews and leases, write it and record the change of
+    the project's counts as `writer`'s. The caller holds the item's row lock, so they cannot change
+    underneath."""
     now = timezone.now()
+    row = fetchone(
+        f"SELECT project_id, state, decision FROM {table(ReviewItem)} WHERE id = %s", [item_id]
+    )
     facts = item_facts(completion_id=completion_id, now=now)
     values = settle(
         reviews=[(f[3], f[4]) for f in facts if f[0] == 0 and f[3] != Decision.SKIP],
@@ -106,13 +113,19 @@ def item_settle(*, item_id: int, completion_id: int, settled: bool, cfg: ReviewS
         now=now,
     )
     execute(*item_update(item_id, values))
+    if row is not None:
+        project_id, state, decision = row
+        new_state = values.get("state", state)
+        delta = transition(state, decision, new_state, values.get("decision", decision))
+        tally_add(project_id=project_id, writer=writer, delta=delta)
 
 
-def recount(item: ReviewItem, cfg: ReviewSettings) -> None:
+def recount(item: ReviewItem, cfg: ReviewSettings, *, writer: int) -> None:
     """`item_settle` for an item loaded (and locked) through the ORM."""
     item_settle(
         item_id=item.pk,
         completion_id=item.completion_id,
         settled=is_settled(item.adjudicated_by_id, item.bulk_action_id, item.state),
         cfg=cfg,
+        writer=writer,
     )

@@ -16,6 +16,7 @@ from distillapp.generation.models import Completion, CompletionStatus, Generatio
 from distillapp.projects.models import Project
 from distillapp.review.conf import review_settings
 from distillapp.review.models import ItemState, ReviewItem, ReviewQueueState
+from distillapp.review.services.tally import SYSTEM, tally_add, tally_rebuild, transition
 
 REVIEWABLE_VERDICT_STATES = ("passed", "restored")
 BATCH = 5000
@@ -86,6 +87,10 @@ def review_queue_sync(*, project: Project, force: bool = False) -> int:
         < SYNC_INLINE_LIMIT
     ):
         _refresh_priorities(project)
+    if force:
+        # Recount the progress from the items, which heals what bypassed the services (items
+        # deleted with their prompts); the refresh above read every item anyway.
+        tally_rebuild(project=project)
     return added
 
 
@@ -115,30 +120,45 @@ def _insert_missing_items(project: Project) -> int:
             cursor.execute(
                 sql, [ItemState.OPEN, now, project.pk, CompletionStatus.OK, lo, lo + _INSERT_RANGE]
             )
-            added += max(cursor.rowcount, 0)
+            inserted = max(cursor.rowcount, 0)
+            tally_add(project_id=project.pk, writer=SYSTEM, delta={"active": inserted})
+            added += inserted
     return added
 
 
 _INSERT_RANGE = 20_000
 
 
-def _write_priorities(changed: list[tuple[int, float, str]]) -> None:
+def _write_priorities(project: Project, changed: list[tuple[int, float, str, str]]) -> None:
+    """Write (id, priority, state read, new state): priorities as they are, a state only where it
+    is still the one read (a decision may have moved the item meanwhile), and the change of the
+    counts with it."""
     if not changed:
         return
+    moves: dict[tuple[str, str], list[int]] = {}
+    for pk, _p, old, new in changed:
+        if old != new:
+            moves.setdefault((old, new), []).append(pk)
+    for (old, new), ids in moves.items():
+        with transaction.atomic():
+            moved = ReviewItem.objects.filter(pk__in=ids, state=old).update(state=new)
+            tally_add(
+                project_id=project.pk, writer=SYSTEM, delta=transition(old, None, new, None, moved)
+            )
     if connection.vendor != "postgresql":
         ReviewItem.objects.bulk_update(
-            [ReviewItem(pk=pk, priority=p, state=st) for pk, p, st in changed],
-            ["state", "priority"],
+            [ReviewItem(pk=pk, priority=p) for pk, p, _o, _n in changed],
+            ["priority"],
             batch_size=500,
         )
         return
     # UPDATE … FROM (VALUES …): one statement per batch instead of a CASE per row.
     table = ReviewItem._meta.db_table
-    rows = ", ".join(["(%s::bigint, %s::double precision, %s::varchar)"] * len(changed))
-    params = [x for row in changed for x in row]
+    rows = ", ".join(["(%s::bigint, %s::double precision)"] * len(changed))
+    params = [x for pk, p, _o, _n in changed for x in (pk, p)]
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {table} AS r SET priority = v.p, state = v.s FROM (VALUES {rows}) AS v(id, p, s) WHERE r.id = v.id",
+            f"UPDATE {table} AS r SET priority = v.p FROM (VALUES {rows}) AS v(id, p) WHERE r.id = v.id",
             params,
         )
 
@@ -160,7 +180,7 @@ def _refresh_priorities(project: Project) -> None:
             flags=F("completion__verdict__flags"),
         )
     )
-    changed: list[tuple[int, float, str]] = []
+    changed: list[tuple[int, float, str, str]] = []
     for _key, group_iter in itertools.groupby(
         rows.iterator(chunk_size=BATCH), key=lambda r: (r["job_id"], r["prompt_id"])
     ):
@@ -176,8 +196,8 @@ def _refresh_priorities(project: Project) -> None:
             elif state == ItemState.EXCLUDED and reviewable:
                 state = ItemState.OPEN
             if state != row["state"] or priority != row["priority"]:
-                changed.append((row["id"], priority, state))
+                changed.append((row["id"], priority, row["state"], state))
         if len(changed) >= BATCH:
-            _write_priorities(changed)
+            _write_priorities(project, changed)
             changed = []
-    _write_priorities(changed)
+    _write_priorities(project, changed)

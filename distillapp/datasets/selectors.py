@@ -1,0 +1,263 @@
+"""Reads of datasets: lists, and the rows a recipe selects from a project (the build and the live
+preview share `dataset_rows`, so the preview counts what a build would write)."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from django.db.models import BooleanField, ExpressionWrapper, Q, QuerySet
+
+from distillapp.datasets.models import Dataset, DatasetVersion
+from distillapp.datasets.recipe import Recipe, final_answer, strip_reasoning
+from distillapp.generation.models import Completion, CompletionStatus, GenerationJob
+from distillapp.projects.models import Project
+from distillapp.prompts.models import Split, chat_messages
+from distillapp.review.models import BestPick, FinalDecision, ItemState
+
+CHUNK = 5000
+
+
+def datasets_for_project(*, project: Project) -> QuerySet[Dataset]:
+    return Dataset.objects.filter(project=project).select_related("created_by").order_by("name")
+
+
+def dataset_versions(*, dataset: Dataset) -> QuerySet[DatasetVersion]:
+    return (
+        DatasetVersion.objects.filter(dataset=dataset)
+        .select_related("created_by", "parent")
+        .defer("lineage", "diff")
+        .order_by("-number")
+    )
+
+
+def dataset_latest_built(*, dataset: Dataset) -> DatasetVersion | None:
+    return (
+        DatasetVersion.objects.filter(dataset=dataset, status="succeeded")
+        .order_by("-number")
+        .first()
+    )
+
+
+def jobs_for_recipe_form(*, project: Project) -> list[GenerationJob]:
+    return list(
+        GenerationJob.objects.filter(project=project)
+        .select_related("prompt_set")
+        .order_by("-created_at")[:200]
+    )
+
+
+@dataclass(slots=True)
+class Row:
+    completion_id: int
+    job_id: int
+    prompt_id: int
+    prompt_set_id: int
+    sample_index: int
+    messages: list[dict[str, str]]
+    target: str
+    source: str  # review | edited | adjudicated | bulk | unreviewed
+    split: str  # train | validation
+    teacher_exact: bool  # the target is exactly the teacher's output
+    has_topk: bool  # teacher_exact and the completion stored a top-k record
+    judge_score: float | None
+    verdict_state: str | None
+
+    @property
+    def key(self) -> str:
+        return f"{self.prompt_id}:{self.completion_id}"
+
+
+_FIELDS = (
+    "id",
+    "job_id",
+    "prompt_id",
+    "sample_index",
+    "text",
+    "review_item__state",
+    "review_item__target_text",
+    "review_item__adjudicated_by_id",
+    "review_item__bulk_action_id",
+    "verdict__state",
+    "verdict__judge_score",
+    "prompt__messages",
+    "prompt__text",
+    "prompt__reference",
+    "prompt__prompt_set_id",
+    "prompt__split",
+    "has_topk",
+)
+
+
+def candidates_queryset(*, project: Project, recipe: Recipe) -> QuerySet[Completion]:
+    """Completions of the project that may become rows: approved (or, when asked, passed by the
+    filters and not yet decided), of train-split prompts only. Held-out prompts are excluded here,
+    whatever the recipe names, and the build checks every row's prompt again."""
+    qs = Completion.objects.filter(
+        job__project=project, status=CompletionStatus.OK, prompt__split=Split.TRAIN
+    )
+    if recipe.jobs:
+        qs = qs.filter(job_id__in=recipe.jobs)
+    approved = Q(review_item__state=ItemState.DONE, review_item__decision=FinalDecision.APPROVE)
+    if recipe.include_unreviewed:
+        undecided = Q(review_item__isnull=True) | Q(
+            review_item__state__in=[ItemState.OPEN, ItemState.LEASED],
+            review_item__reviews_count=0,
+        )
+        qs = qs.filter(approved | (Q(verdict__state__in=["passed", "restored"]) & undecided))
+    else:
+        qs = qs.filter(approved)
+    if recipe.min_judge_score is not None:
+        qs = qs.filter(verdict__judge_score__gte=recipe.min_judge_score)
+    return qs
+
+
+def _unit(seed: int, prompt_id: int) -> float:
+    digest = hashlib.blake2b(f"{seed}:{prompt_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+def _dedupe_key(mode: str, prompt_id: int, target: str) -> int:
+    h = hashlib.blake2b(digest_size=8)
+    if mode == "pair":
+        h.update(str(prompt_id).encode())
+        h.update(b"\0")
+    h.update(target.encode("utf-8", "surrogatepass"))
+    return int.from_bytes(h.digest(), "big")
+
+
+def dataset_rows(
+    *, project: Project, recipe: Recipe, stats: Counter[str] | None = None
+) -> Iterator[Row]:
+    """The rows `recipe` selects, in a stable order (prompt id, then completion id).
+
+    `stats` (when given) receives what was kept and dropped, and why: candidates,
+    dropped_reasoning, dropped_no_reference, dropped_per_prompt, dropped_duplicates."""
+    stats = stats if stats is not None else Counter()
+    best = set(BestPick.objects.filter(project=project).values_list("completion_id", flat=True))
+    qs = (
+        candidates_queryset(project=project, recipe=recipe)
+        .annotate(has_topk=ExpressionWrapper(Q(topk__isnull=False), output_field=BooleanField()))
+        .order_by("prompt_id", "id")
+        .values_list(*_FIELDS)
+    )
+    seen: set[int] = set()
+    for prompt_id, group in itertools.groupby(qs.iterator(chunk_size=CHUNK), key=lambda r: r[2]):
+        qualifying: list[tuple[Row, bool]] = []
+        for r in group:
+            stats["candidates"] += 1
+            (cid, job_id, _pid, sample, text, state, target_text, adj, bulk) = r[:9]
+            (v_state, score, p_messages, p_text, reference, set_id, split, has_topk) = r[9:]
+            if split != Split.TRAIN:  # cannot happen: the query asks for train only
+                continue
+            if state == ItemState.DONE:
+                target = target_text if target_text is not None else text
+                source = (
+                    "edited"
+                    if target_text is not None
+                    else "adjudicated"
+                    if adj
+                    else "bulk"
+                    if bulk
+                    else "review"
+                )
+            else:
+                target, source = text, "unreviewed"
+            if recipe.reasoning == "strip":
+                target = strip_reasoning(target)
+            elif recipe.reasoning == "match_reference":
+                if reference is None or not reference.strip():
+                    stats["dropped_no_reference"] += 1
+                    continue
+                if final_answer(target) != " ".join(reference.split()).casefold():
+                    stats["dropped_reasoning"] += 1
+                    continue
+            if not target.strip():
+                stats["dropped_empty"] += 1
+                continue
+            exact = target == text
+            row = Row(
+                completion_id=cid,
+                job_id=job_id,
+                prompt_id=prompt_id,
+                prompt_set_id=set_id,
+                sample_index=sample,
+                messages=chat_messages(p_messages, p_text),
+                target=target,
+                source=source,
+                split="train",
+                teacher_exact=exact,
+                has_topk=bool(exact and has_topk),
+                judge_score=score,
+                verdict_state=v_state,
+            )
+            qualifying.append((row, cid in best))
+        if recipe.per_prompt == "one" and len(qualifying) > 1:
+            chosen = min(
+                qualifying,
+                key=lambda rb: (
+                    not rb[1],
+                    -(rb[0].judge_score if rb[0].judge_score is not None else float("-inf")),
+                    rb[0].job_id,
+                    rb[0].sample_index,
+                    rb[0].completion_id,
+                ),
+            )
+            stats["dropped_per_prompt"] += len(qualifying) - 1
+            qualifying = [chosen]
+        if not qualifying:
+            continue
+        split = (
+            "validation"
+            if recipe.validation_fraction
+            and _unit(recipe.seed, prompt_id) < recipe.validation_fraction
+            else "train"
+        )
+        for row, _best in qualifying:
+            key = _dedupe_key(recipe.dedupe, prompt_id, row.target)
+            if key in seen:
+                stats["dropped_duplicates"] += 1
+                continue
+            seen.add(key)
+            row.split = split
+            yield row
+
+
+def recipe_preview(*, project: Project, recipe: Recipe) -> dict[str, Any]:
+    """What a build with `recipe` would write now: rows by split and source, how many carry the
+    teacher's top-k, and what was dropped (the build form's live preview)."""
+    stats: Counter[str] = Counter()
+    rows = train = validation = exact = topk = chars = 0
+    sources: Counter[str] = Counter()
+    prompts: set[int] = set()
+    for row in dataset_rows(project=project, recipe=recipe, stats=stats):
+        rows += 1
+        if row.split == "train":
+            train += 1
+        else:
+            validation += 1
+        exact += row.teacher_exact
+        topk += row.has_topk
+        chars += len(row.target)
+        sources[row.source] += 1
+        prompts.add(row.prompt_id)
+    return {
+        "rows": rows,
+        "train": train,
+        "validation": validation,
+        "prompts": len(prompts),
+        "teacher_exact": exact,
+        "topk_rows": topk,
+        "target_chars": chars,
+        "sources": dict(sorted(sources.items())),
+        "candidates": stats["candidates"],
+        "dropped": {
+            k.removeprefix("dropped_"): v
+            for k, v in sorted(stats.items())
+            if k.startswith("dropped_")
+        },
+    }

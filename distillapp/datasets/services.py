@@ -1,0 +1,466 @@
+"""Writes of datasets: create, build a version (a background run), delete a version.
+
+A version never changes once built: there is no update service. Its build writes every file under
+a temporary folder name and renames it into place at the end; the run's claim decides which worker
+builds, and a worker that takes over a killed build first removes whatever a dead one left.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import Count, Max
+from django.utils import timezone
+
+from distillapp.core.runs.models import RunStatus
+from distillapp.core.runs.services import (
+    ClaimLost,
+    ClaimState,
+    run_cancel,
+    run_claim,
+    run_end,
+    run_enqueue,
+    run_fail,
+    run_heartbeat,
+    run_resume,
+)
+from distillapp.datasets import exports, writer
+from distillapp.datasets.models import Dataset, DatasetVersion
+from distillapp.datasets.recipe import Recipe, recipe_parse
+from distillapp.datasets.selectors import CHUNK, Row, candidates_queryset, dataset_rows
+from distillapp.generation.models import Completion, GenerationJob
+from distillapp.projects.models import Project
+from distillapp.prompts.models import PromptSet
+from distillapp.prompts.selectors import ensure_trainable
+
+logger = logging.getLogger(__name__)
+
+DIFF_EXAMPLES = 5
+
+
+class _Cancelled(Exception):
+    pass
+
+
+def dataset_create(*, project: Project, name: str, description: str = "", user: Any) -> Dataset:
+    name = (name or "").strip()
+    if not name:
+        raise ValidationError({"name": ["A dataset needs a name."]})
+    if len(name) > 120:
+        raise ValidationError({"name": ["At most 120 characters."]})
+    try:
+        with transaction.atomic():
+            return Dataset.objects.create(
+                project=project, name=name, description=description[:4000], created_by=user
+            )
+    except IntegrityError:
+        raise ValidationError(
+            {"name": ["This project already has a dataset of that name."]}
+        ) from None
+
+
+def _recipe_for_project(*, project: Project, data: dict[str, Any] | Recipe | None) -> Recipe:
+    recipe = data if isinstance(data, Recipe) else recipe_parse(data)
+    if recipe.jobs:
+        found = set(
+            GenerationJob.objects.filter(project=project, pk__in=recipe.jobs).values_list(
+                "pk", flat=True
+            )
+        )
+        missing = [j for j in recipe.jobs if j not in found]
+        if missing:
+            raise ValidationError({"jobs": [f"No such job in this project: {missing[0]}."]})
+    return recipe
+
+
+def dataset_recipe_validate(*, project: Project, data: dict[str, Any] | None) -> Recipe:
+    """Parse a recipe and check that the jobs it names belong to `project`."""
+    return _recipe_for_project(project=project, data=data)
+
+
+def dataset_version_build(
+    *, dataset: Dataset, recipe: dict[str, Any] | Recipe | None, user: Any
+) -> DatasetVersion:
+    """Queue a new version built from `recipe` (its task is sent on commit). Its parent is the
+    latest version built so far; its number is the next of the dataset."""
+    parsed = _recipe_for_project(project=dataset.project, data=recipe)
+    with transaction.atomic():
+        Dataset.objects.select_for_update().filter(pk=dataset.pk).first()
+        number = (dataset.versions.aggregate(n=Max("number"))["n"] or 0) + 1
+        parent = dataset.versions.filter(status=RunStatus.SUCCEEDED).order_by("-number").first()
+        version = DatasetVersion.objects.create(
+            dataset=dataset,
+            project_id=dataset.project_id,
+            number=number,
+            recipe=parsed.as_dict(),
+            parent=parent,
+            created_by=user,
+            message="Waiting for a worker.",
+        )
+        run_enqueue(version)
+    return version
+
+
+def dataset_version_cancel(*, version: DatasetVersion) -> DatasetVersion:
+    return run_cancel(version)
+
+
+def dataset_version_resume(*, version: DatasetVersion) -> DatasetVersion:
+    """Build a failed or cancelled version again (from nothing: builds keep no partial files)."""
+    return run_resume(version)
+
+
+def version_in_use(*, version: DatasetVersion) -> str | None:
+    """Why `version` cannot be deleted, or None. The hook for training runs: when they exist,
+    a version that one of them used must answer here."""
+    return None
+
+
+def dataset_version_delete(*, version: DatasetVersion) -> None:
+    """Delete a version and its files (admins and owners). Refused while it is building and when
+    a training run used it."""
+    if version.status in (RunStatus.RUNNING, RunStatus.CANCELLING):
+        raise ValidationError("This version is being built; cancel the build first.")
+    reason = version_in_use(version=version)
+    if reason:
+        raise ValidationError(reason)
+    folder = version_folder(version) if version.path else None
+    with transaction.atomic():
+        DatasetVersion.objects.filter(pk=version.pk).delete()
+        if folder is not None:
+            transaction.on_commit(lambda: shutil.rmtree(folder, ignore_errors=True))
+
+
+def _relative_folder(version: DatasetVersion) -> str:
+    return f"datasets/{version.project_id}/{version.dataset_id}/{version.number}"
+
+
+def version_folder(version: DatasetVersion) -> Path:
+    return Path(settings.MEDIA_ROOT) / (version.path or _relative_folder(version))
+
+
+def version_file(version: DatasetVersion, name: str) -> Path | None:
+    """A built version's file, or None when it has none of that name."""
+    if not version.is_built or name not in (version.files or {}):
+        return None
+    path = version_folder(version) / name
+    return path if path.is_file() else None
+
+
+def dataset_version_execute(*, version_id: int) -> DatasetVersion | None:
+    """Claim and build a version. Idempotent: a second delivery gets no claim; a worker that
+    takes over a dead one's build removes its temporary folder and builds from the start; a
+    succeeded version is never claimed again."""
+    claim = run_claim(DatasetVersion, pk=version_id)
+    if claim.state != ClaimState.CLAIMED or claim.run is None:
+        return None
+    version, token = claim.run, claim.token
+    final = version_folder(version)
+    tmp = final.with_name(f".{final.name}.tmp-{token}")
+    try:
+        result = _build(version=version, token=token, tmp=tmp, final=final)
+    except ClaimLost:
+        shutil.rmtree(tmp, ignore_errors=True)
+        return None
+    except _Cancelled:
+        shutil.rmtree(tmp, ignore_errors=True)
+        run_end(
+            DatasetVersion,
+            pk=version_id,
+            token=token,
+            status=RunStatus.CANCELLED,
+            message="Cancelled.",
+        )
+    except Exception as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        run_fail(DatasetVersion, pk=version_id, token=token, message=f"{type(exc).__name__}: {exc}")
+        raise
+    else:
+        try:
+            run_end(
+                DatasetVersion,
+                pk=version_id,
+                token=token,
+                status=RunStatus.SUCCEEDED,
+                message=f"Built {result['counts']['rows']:,} rows.",
+                **result,
+            )
+        except ClaimLost:
+            return None
+    version.refresh_from_db()
+    if version.status != RunStatus.SUCCEEDED:
+        shutil.rmtree(final, ignore_errors=True)
+    return version
+
+
+def _clear_leftovers(final: Path) -> None:
+    """Remove what earlier, dead attempts left: temporary folders, and a folder renamed into
+    place by a worker that died before it could record success (nobody has seen it)."""
+    if final.parent.is_dir():
+        for leftover in final.parent.glob(f".{final.name}.tmp-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+    shutil.rmtree(final, ignore_errors=True)
+
+
+def _build(*, version: DatasetVersion, token: str, tmp: Path, final: Path) -> dict[str, Any]:
+    project = Project.objects.get(pk=version.project_id)
+    recipe = recipe_parse(version.recipe)
+    _clear_leftovers(final)
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    total = candidates_queryset(project=project, recipe=recipe).count()
+    run_heartbeat(
+        DatasetVersion, pk=version.pk, token=token, total=total, done=0, message="Selecting rows."
+    )
+    parent = version.parent if version.parent_id else None
+    parent_keys: dict[str, str] = {}
+    parent_parquet = version_file(parent, "rows.parquet") if parent is not None else None
+    if parent_parquet is not None:
+        parent_keys = writer.read_keys(parent_parquet)
+
+    stats: Counter[str] = Counter()
+    counts: Counter[str] = Counter()
+    sources: Counter[str] = Counter()
+    verdicts: Counter[str] = Counter()
+    jobs_used: set[int] = set()
+    prompts_used_count = 0
+    last_prompt = None
+    diff: dict[str, Any] = {"added": 0, "changed": 0, "removed": 0, "unchanged": 0}
+    examples: dict[str, list[dict[str, Any]]] = {"added": [], "changed": []}
+    seen_parent = 0
+
+    out = writer.VersionWriter(tmp)
+    try:
+        batch: list[Row] = []
+
+        def flush() -> None:
+            nonlocal seen_parent
+            ensure_trainable(row.prompt_id for row in batch)
+            need = [row.completion_id for row in batch if row.has_topk]
+            blobs = {
+                cid: bytes(blob)
+                for cid, blob in Completion.objects.filter(pk__in=need).values_list("id", "topk")
+                if blob
+            }
+            for row, (key, sha) in zip(batch, out.add(batch, blobs), strict=True):
+                before = parent_keys.get(key)
+                kind = "added" if before is None else "unchanged" if before == sha else "changed"
+                diff[kind] += 1
+                seen_parent += before is not None
+                if kind in examples and len(examples[kind]) < DIFF_EXAMPLES:
+                    examples[kind].append(_example(key, row.messages, row.target))
+            batch.clear()
+            status = run_heartbeat(
+                DatasetVersion,
+                pk=version.pk,
+                token=token,
+                done=min(stats["candidates"], total),
+                message=f"Wrote {out.rows:,} rows.",
+            )
+            if status == RunStatus.CANCELLING:
+                raise _Cancelled
+
+        for row in dataset_rows(project=project, recipe=recipe, stats=stats):
+            batch.append(row)
+            counts[row.split] += 1
+            counts["teacher_exact"] += row.teacher_exact
+            counts["topk_rows"] += row.has_topk
+            counts["target_chars"] += len(row.target)
+            counts["prompt_chars"] += sum(len(m["content"]) for m in row.messages)
+            sources[row.source] += 1
+            verdicts[row.verdict_state or "none"] += 1
+            jobs_used.add(row.job_id)
+            if row.prompt_id != last_prompt:
+                prompts_used_count += 1
+                last_prompt = row.prompt_id
+            if len(batch) >= CHUNK:
+                flush()
+        if batch:
+            flush()
+        sha256 = out.close()
+    except BaseException:
+        out.abort()
+        raise
+
+    removed_keys = [k for k in parent_keys if k not in _keys_written(tmp)] if parent_keys else []
+    diff["removed"] = len(removed_keys)
+    if parent_parquet is not None:
+        old = writer.read_rows_by_key(parent_parquet, removed_keys[:DIFF_EXAMPLES])
+        examples["removed"] = [
+            _example(k, _loads(r["messages"]), r["completion"]) for k, r in old.items()
+        ]
+        changed_keys = [e["key"] for e in examples["changed"]]
+        before = writer.read_rows_by_key(parent_parquet, changed_keys)
+        for e in examples["changed"]:
+            if e["key"] in before:
+                e["before"] = before[e["key"]]["completion"][:300]
+    diff["examples"] = examples
+    diff["parent"] = (
+        {"id": parent.pk, "number": parent.number, "sha256": parent.sha256} if parent else None
+    )
+
+    built_at = timezone.now()
+    totals = {
+        "rows": out.rows,
+        "train": counts["train"],
+        "validation": counts["validation"],
+        "prompts": prompts_used_count,
+        "teacher_exact": counts["teacher_exact"],
+        "topk_rows": counts["topk_rows"],
+        "kd_rows": out.kd_rows,
+        "target_chars": counts["target_chars"],
+        "prompt_chars": counts["prompt_chars"],
+        "sources": dict(sorted(sources.items())),
+        "candidates": stats["candidates"],
+        "dropped": {
+            k.removeprefix("dropped_"): v
+            for k, v in sorted(stats.items())
+            if k.startswith("dropped_")
+        },
+    }
+    lineage = _lineage(
+        version=version,
+        project=project,
+        recipe=recipe,
+        jobs_used=jobs_used,
+        verdicts=verdicts,
+        built_at=built_at,
+        parent=parent,
+    )
+    card = exports.dataset_card(
+        title=f"{version.dataset.name} v{version.number}",
+        sha256=sha256,
+        counts=totals,
+        lineage=lineage,
+    )
+    (tmp / "README.md").write_text(card, encoding="utf-8")
+    exports.write_hf_zip(tmp, card=card)
+    manifest = {
+        "dataset": version.dataset.name,
+        "version": version.number,
+        "sha256": sha256,
+        "counts": totals,
+        "lineage": lineage,
+    }
+    (tmp / "manifest.json").write_text(writer._dumps(manifest), encoding="utf-8")
+    files = writer.files_listing(tmp)
+    # Still ours? Only then make the folder visible.
+    run_heartbeat(DatasetVersion, pk=version.pk, token=token, message="Publishing files.")
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    return {
+        "sha256": sha256,
+        "counts": totals,
+        "lineage": lineage,
+        "diff": diff,
+        "files": files,
+        "path": _relative_folder(version),
+        "done": total,
+        "total": total,
+    }
+
+
+def _keys_written(folder: Path) -> set[str]:
+    return set(writer.read_keys(folder / "rows.parquet"))
+
+
+def _loads(value: str) -> Any:
+    import json
+
+    return json.loads(value)
+
+
+def _example(key: str, messages: list[dict[str, str]], target: str) -> dict[str, Any]:
+    prompt = next((m["content"] for m in reversed(messages) if m.get("role") == "user"), "")
+    return {"key": key, "prompt": prompt[:200], "completion": target[:300]}
+
+
+def _lineage(
+    *,
+    version: DatasetVersion,
+    project: Project,
+    recipe: Recipe,
+    jobs_used: set[int],
+    verdicts: Counter[str],
+    built_at: Any,
+    parent: DatasetVersion | None,
+) -> dict[str, Any]:
+    """Everything a version came from, copied (not referenced) so it outlives its sources."""
+    from distillapp.filters.selectors import filter_config_for_project
+    from distillapp.review.models import Review
+
+    jobs: list[dict[str, Any]] = [
+        dict(j)
+        for j in GenerationJob.objects.filter(pk__in=jobs_used)
+        .order_by("pk")
+        .values(
+            "id",
+            "prompt_set_id",
+            "teacher_snapshot",
+            "samples_per_prompt",
+            "created_at",
+            "status",
+            "done",
+            "cost_usd",
+        )
+    ]
+    set_ids = sorted({j["prompt_set_id"] for j in jobs})
+    prompt_sets = list(
+        PromptSet.objects.filter(pk__in=set_ids)
+        .order_by("pk")
+        .values(
+            "id",
+            "name",
+            "source_name",
+            "source_format",
+            "sha256",
+            "total_count",
+            "train_count",
+            "heldout_count",
+            "heldout_fraction",
+            "seed",
+        )
+    )
+    for job in jobs:
+        job["created_at"] = job["created_at"].isoformat()
+        job["cost_usd"] = str(job["cost_usd"])
+        snapshot = dict(job["teacher_snapshot"] or {})
+        snapshot.pop("api_key_last4", None)
+        job["teacher_snapshot"] = snapshot
+    by_reviewer: dict[str, Counter[str]] = {}
+    for username, decision, n in (
+        Review.objects.filter(completion__job_id__in=jobs_used)
+        .values_list("reviewer__username", "decision")
+        .annotate(n=Count("id"))
+        .order_by("reviewer__username", "decision")
+    ):
+        by_reviewer.setdefault(username, Counter())[decision] = n
+    return {
+        "project": {"id": project.pk, "name": project.name},
+        "license": str((project.settings or {}).get("license", "")),
+        "recipe": recipe.as_dict(),
+        "prompt_sets": prompt_sets,
+        "jobs": jobs,
+        "filters": {
+            "config": filter_config_for_project(project=project).as_dict(),
+            "verdicts_of_rows": dict(sorted(verdicts.items())),
+        },
+        "reviews": {
+            "scope": "every decision on the source jobs' completions",
+            "by_reviewer": [
+                {"reviewer": name, "decisions": dict(sorted(c.items()))}
+                for name, c in sorted(by_reviewer.items())
+            ],
+        },
+        "parent": (
+            {"id": parent.pk, "number": parent.number, "sha256": parent.sha256} if parent else None
+        ),
+        "built_by": version.created_by.username if version.created_by else None,
+        "built_at": built_at.isoformat(),
+    }

@@ -1,0 +1,40 @@
+"""Deleting prompt sets."""
+
+from __future__ import annotations
+
+from django.db import transaction
+from django.db.models import ProtectedError, RestrictedError
+
+from distillapp.projects.models import Project
+from distillapp.prompts.models import Prompt, PromptSet
+
+
+class PromptSetInUse(Exception):
+    pass
+
+
+def prompt_set_delete(*, prompt_set: PromptSet, chunk: int = 5000) -> None:
+    """Delete a prompt set with its prompts (and what cascades from them), in chunks so memory stays
+    flat for sets of millions of prompts. Idempotent: deleting an already deleted set does nothing."""
+    try:
+        with transaction.atomic():
+            while True:
+                ids = list(
+                    Prompt.objects.filter(prompt_set_id=prompt_set.pk).values_list("pk", flat=True)[
+                        :chunk
+                    ]
+                )
+                if not ids:
+                    break
+                Prompt.objects.filter(pk__in=ids).delete()
+            PromptSet.objects.filter(pk=prompt_set.pk).delete()
+    except (ProtectedError, RestrictedError) as exc:
+        raise PromptSetInUse(
+            "This prompt set is used by data that must be kept (e.g. a frozen dataset)."
+        ) from exc
+
+
+def prompt_sets_delete_for_project(*, project: Project) -> None:
+    """Delete every prompt set of a project (before the project itself), each in chunks."""
+    for prompt_set in PromptSet.objects.filter(project=project):
+        prompt_set_delete(prompt_set=prompt_set)

@@ -1,0 +1,211 @@
+"""Duplicates and a prompt's samples, and the streaming pipeline that finds them over the whole
+project from compact state (batches of completions, texts fetched again only for candidates)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from distillapp.filters import dedup, services
+from distillapp.filters.models import CompletionVerdict, FilterRun, VerdictState
+from distillapp.filters.services import filter_config_update
+from tests.factories import CompletionFactory, GenerationJobFactory, PromptFactory, TeacherFactory
+from tests.filters.conftest import filter_job
+
+BASE = (
+    "Photosynthesis turns light, water and carbon dioxide into sugar and oxygen inside the "
+    "chloroplasts of plant cells. It happens mostly in leaves, where chlorophyll absorbs light."
+)
+# One word changed: Jaccard well above 0.8 with BASE, not identical.
+CLOSE = BASE.replace("mostly", "largely")
+CLOSER = BASE.replace("leaves", "leafs")
+
+
+@pytest.fixture
+def job(project):
+    return GenerationJobFactory(project=project, teacher=TeacherFactory(project=project))
+
+
+def _samples(job, *texts, finish_reasons=None):
+    """Completions of one prompt: sample 0, 1, … with these texts."""
+    prompt = PromptFactory(prompt_set=job.prompt_set)
+    finish_reasons = finish_reasons or ["stop"] * len(texts)
+    return [
+        CompletionFactory(job=job, prompt=prompt, text=t, sample_index=i, finish_reason=f)
+        for i, (t, f) in enumerate(zip(texts, finish_reasons, strict=True))
+    ]
+
+
+def _v(completion):
+    return CompletionVerdict.objects.get(completion=completion)
+
+
+@pytest.mark.django_db
+def test_by_default_two_samples_of_one_prompt_are_never_near_duplicates(job):
+    first, second = _samples(job, BASE, CLOSE)
+    [other_prompt] = _samples(job, CLOSER)
+    filter_job(job)
+    # Both samples stay for best-of-n picking; another prompt's copy of them is flagged.
+    assert _v(first).state == _v(second).state == VerdictState.PASSED
+    assert _v(other_prompt).flags == ["near_duplicate"]
+    assert _v(other_prompt).duplicate_of_id == first.pk
+
+
+@pytest.mark.django_db
+def test_the_within_prompt_setting_also_compares_a_prompts_own_samples(job, project):
+    filter_config_update(project=project, data={"dedup_within_prompt": True})
+    first, second = _samples(job, BASE, CLOSE)
+    filter_job(job)
+    assert _v(first).state == VerdictState.PASSED
+    assert _v(second).flags == ["near_duplicate"] and _v(second).duplicate_of_id == first.pk
+    assert "Jaccard" in _v(second).reasons["near_duplicate"]
+
+
+@pytest.mark.django_db
+def test_best_of_samples_keeps_the_sample_that_passed_the_other_filters(job, project):
+    filter_config_update(project=project, data={"dedup_within_prompt": True})
+    cut, clean = _samples(job, BASE, CLOSE, finish_reasons=["length", "stop"])
+    filter_job(job)
+    assert _v(clean).state == VerdictState.PASSED
+    assert _v(cut).flags == ["truncated", "near_duplicate"]
+    assert _v(cut).duplicate_of_id == clean.pk
+
+
+@pytest.mark.django_db
+def test_across_prompts_the_kept_prompts_samples_all_stay(job):
+    """A(p1) ~ B(p2) ~ C(p1): A is kept, so B is its duplicate, and A's own sample C stays."""
+    a, c = _samples(job, BASE, CLOSE)
+    [b] = _samples(job, CLOSER)
+    filter_job(job)
+    assert _v(a).state == _v(c).state == VerdictState.PASSED
+    assert _v(b).flags == ["near_duplicate"] and _v(b).duplicate_of_id == a.pk
+
+
+@pytest.mark.django_db
+def test_identical_samples_of_one_prompt_are_still_exact_duplicates(job):
+    first, second = _samples(job, BASE, BASE)
+    filter_job(job)
+    assert _v(first).state == VerdictState.PASSED
+    assert _v(second).flags == ["exact_duplicate"] and _v(second).duplicate_of_id == first.pk
+
+
+def test_the_within_prompt_setting_is_validated(project):
+    from django.core.exceptions import ValidationError
+
+    assert filter_config_update(project=project, data={"dedup_within_prompt": "on"})
+    assert project.settings["filters"]["dedup_within_prompt"] is True
+    with pytest.raises(ValidationError) as exc:
+        filter_config_update(project=project, data={"dedup_within_prompt": "maybe"})
+    assert "dedup_within_prompt" in exc.value.message_dict
+
+
+# ---- streaming ---------------------------------------------------------------------------------
+
+
+def _mixed_texts(n: int) -> list[str]:
+    rng = random.Random(3)
+    words = [
+        "alpha",
+        "beta",
+        "gamma",
+        "delta",
+        "kappa",
+        "sigma",
+        "omega",
+        "zeta",
+        "theta",
+        "lambda",
+        "river",
+        "stone",
+    ]
+    texts = []
+    for i in range(n):
+        if i % 5 == 4:
+            texts.append(texts[i - 3])  # exact copy
+        elif i % 5 == 3:
+            texts.append(texts[i - 1].replace(texts[i - 1].split()[3], "CHANGED"))  # near
+        elif i % 7 == 6:
+            texts.append("I'm sorry, but I can't help with that request, truly.")
+        else:
+            texts.append(" ".join(f"{rng.choice(words)}{rng.randint(0, 99)}" for _ in range(30)))
+    return texts
+
+
+def _snapshot(project):
+    return sorted(
+        CompletionVerdict.objects.filter(project=project).values_list(
+            "completion_id", "state", "flags", "duplicate_of_id", "reasons"
+        )
+    )
+
+
+@pytest.mark.django_db
+def test_small_batches_give_the_same_verdicts_as_one_batch(job, project, monkeypatch):
+    """The pipeline reads `_BATCH` completions at a time and checks candidate pairs with texts
+    fetched a few at a time; the verdicts must not depend on either size."""
+    completions = [_samples(job, t)[0] for t in _mixed_texts(40)]
+    filter_job(job)
+    whole = _snapshot(project)
+    assert {s for _, s, *_ in whole} == {"passed", "filtered"}
+    flagged = {f for _, _, flags, *_ in whole for f in flags}
+    assert {"exact_duplicate", "near_duplicate", "refusal"} <= flagged
+
+    CompletionVerdict.objects.all().delete()
+    sizes = []
+    real_batches = services._batches
+
+    def small_batches(qs, fields, size=services._BATCH):
+        for rows in real_batches(qs, fields, size=3):
+            sizes.append(len(rows))
+            yield rows
+
+    monkeypatch.setattr(services, "_batches", small_batches)
+    monkeypatch.setattr(services, "_BATCH", 3)
+    monkeypatch.setattr(dedup, "_VERIFY_TEXTS", 2)
+    filter_job(job)
+    assert max(sizes) == 3 and sum(sizes) == len(completions)
+    assert _snapshot(project) == whole
+    run = FilterRun.objects.filter(job=job).first()
+    assert run.counts["total"] == 40 and run.counts["filtered"] == sum(
+        1 for _, s, *_ in whole if s == "filtered"
+    )
+
+
+@pytest.mark.django_db
+def test_a_job_run_compares_with_the_rest_of_the_project_in_batches(job, project, monkeypatch):
+    monkeypatch.setattr(services, "_BATCH", 2)
+    earlier = [_samples(job, t)[0] for t in (BASE, "Another answer entirely, about rivers.")]
+    filter_job(job)
+    job2 = GenerationJobFactory(project=project, teacher=job.teacher, prompt_set=job.prompt_set)
+    later = [_samples(job2, t)[0] for t in (CLOSE, BASE, "Something new about stones.")]
+    filter_job(job2)
+    assert _v(earlier[0]).state == VerdictState.PASSED
+    assert (
+        _v(later[0]).flags == ["near_duplicate"] and _v(later[0]).duplicate_of_id == earlier[0].pk
+    )
+    assert (
+        _v(later[1]).flags == ["exact_duplicate"] and _v(later[1]).duplicate_of_id == earlier[0].pk
+    )
+    assert _v(later[2]).state == VerdictState.PASSED
+
+
+def test_the_index_keeps_compact_state_and_finds_groups_across_groups_only():
+    texts = [BASE, CLOSE, CLOSER, BASE, "", "Unrelated text about the sea and its tides."]
+    prompts = [1, 1, 2, 3, 4, 5]
+    index = dedup.DedupIndex(exact=True, near=True, threshold=0.8, capacity=2)
+    index.add(list(range(10, 16)), prompts, [dedup.RANK_CLEAN] * 6, texts, in_scope=True)
+    assert index.n == 5  # the empty text has no state
+    assert index.bytes_per_item == 8 + 8 + 1 + 1 + 8 + 4 * 16
+    found = index.resolve(lambda ids: {i: texts[i - 10] for i in ids})
+    assert [int(x) for x in found.ids] == [12, 13]
+    assert found.get(12)[:3] == (dedup.NEAR, 10, 10) and found.get(12)[3] >= 0.8
+    assert found.get(13) == (dedup.EXACT, 10, 10, 1.0)
+    assert found.get(11) is None  # a sample of prompt 1, like the kept one
+    assert [int(x) for x in found.in_scope] == [1, 1]
+
+
+def test_near_duplicate_groups_can_keep_texts_of_one_key_apart():
+    assert dedup.near_duplicate_groups([BASE, CLOSE], threshold=0.8) == [[0, 1]]
+    assert dedup.near_duplicate_groups([BASE, CLOSE], threshold=0.8, apart=[7, 7]) == []
+    assert dedup.near_duplicate_groups([BASE, CLOSE], threshold=0.8, apart=[7, 8]) == [[0, 1]]
