@@ -19,6 +19,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count, Max
 from django.utils import timezone
 
+from distillapp.accounts.services import audit_record
 from distillapp.core.runs.models import RunStatus
 from distillapp.core.runs.services import (
     ClaimLost,
@@ -105,6 +106,13 @@ def dataset_version_build(
             message="Waiting for a worker.",
         )
         run_enqueue(version)
+        audit_record(
+            org=dataset.project.org,
+            actor=user,
+            action="dataset.build",
+            target=f"{dataset.name} v{number}",
+            details={"dataset": dataset.pk, "version": version.pk},
+        )
     return version
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from distillapp.core.outbound import outbound_policy
+from distillapp.core.paths import check_model_path
 from workers.engine.judge import JudgeClient, LocalJudgeClient
 
 
@@ -17,6 +18,9 @@ def client_for_teacher(
     from distillapp.generation.models import TeacherKind
 
     if teacher.kind == TeacherKind.HF_LOCAL:
+        # Checked when saved; checked again where it loads (roots can change). Raises
+        # ModelPathRefused, which fails the filter run with the refusal.
+        check_model_path(teacher.model_path, org_id=teacher.project.org_id)
         return LocalJudgeClient(
             model_path=teacher.model_path,
             rubric=rubric,

@@ -13,7 +13,7 @@ from django_htmx.http import HttpResponseStopPolling
 
 from distillapp.accounts.models import Role, role_at_least
 from distillapp.core.cursor import InvalidCursor, decode_cursor, encode_cursor
-from distillapp.core.http import HtmxHttpRequest, form_errors
+from distillapp.core.http import HtmxHttpRequest, form_errors, parse_int
 from distillapp.filters import config as C
 from distillapp.filters import services
 from distillapp.filters.models import CompletionVerdict, FilterRun, VerdictState
@@ -42,13 +42,6 @@ def _jobs(project: Any) -> list[Any]:
     return list(GenerationJob.objects.filter(project=project).order_by("-created_at")[:50])
 
 
-def _int_or_none(value: str | None) -> int | None:
-    try:
-        return int(value) if value else None
-    except ValueError:
-        return None
-
-
 @login_required
 @require_GET
 def filtered_list(request: HtmxHttpRequest, project_id: int) -> HttpResponse:
@@ -59,7 +52,7 @@ def filtered_list(request: HtmxHttpRequest, project_id: int) -> HttpResponse:
     flag = request.GET.get("flag") or None
     if flag not in C.FILTER_NAMES:
         flag = None
-    job_id = _int_or_none(request.GET.get("job"))
+    job_id = parse_int(request.GET.get("job"))
     try:
         after_id = decode_cursor(request.GET.get("cursor"))
     except InvalidCursor:
@@ -158,7 +151,7 @@ def filter_run(request: HtmxHttpRequest, project_id: int) -> HttpResponse:
 
     project, _membership = get_project_for_user(request.user, project_id, Role.ADMIN)
     job = None
-    job_id = _int_or_none(request.POST.get("job_id"))
+    job_id = parse_int(request.POST.get("job_id"))
     if job_id is not None:
         job = GenerationJob.objects.filter(pk=job_id, project=project).first()
         if job is None:

@@ -38,18 +38,11 @@ class ReviewSettings:
 
 
 def review_settings(project: Any) -> ReviewSettings:
-    raw = (project.settings or {}).get("review") or {}
-    filters = (project.settings or {}).get("filters") or {}
-    judge = filters.get("judge") or {}
-    try:
-        from distillapp.filters.selectors import filter_config_for_project
+    from distillapp.filters.selectors import filter_config_for_project
 
-        threshold = float(filter_config_for_project(project=project).judge_threshold)
-    except (ImportError, AttributeError, TypeError, ValueError):
-        try:
-            threshold = float(judge.get("threshold", 7))
-        except (TypeError, ValueError):
-            threshold = 7.0
+    raw = (project.settings or {}).get("review") or {}
+    # The filter config is validated when saved, so its threshold is always a number.
+    threshold = float(filter_config_for_project(project=project).judge_threshold)
     reasons = [str(r) for r in raw.get("reasons") or DEFAULT_REASONS if str(r).strip()][
         :MAX_REASONS
     ]

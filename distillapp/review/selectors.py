@@ -9,6 +9,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.db.models import Count, Q
 
+from distillapp.filters.selectors import filter_config_for_project
 from distillapp.generation.models import Completion
 from distillapp.projects.models import Project
 from distillapp.prompts.models import Prompt, Split
@@ -147,11 +148,36 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 4)
 
 
+APPROVING = {Decision.APPROVE, Decision.EDIT}
+REJECTING = {Decision.REJECT}
+
+
+def judge_agreement(*, project: Project) -> dict[str, Any]:
+    """How often the filters' LLM judge agrees with human reviews: {agree, total, rate}.
+
+    A review agrees when the judge's score is at or above the project's threshold and the human
+    approved (or edited, which keeps the completion), or the score is below and the human
+    rejected. Skips are ignored; each review counts once; rate is None until a judged completion
+    has a review. It lives here, not in filters, because it reads reviews: filters sit below
+    review and never import it (the filters page loads it from `review_judge_agreement`)."""
+    threshold = filter_config_for_project(project=project).judge_threshold
+    rows = Review.objects.filter(
+        project=project,
+        completion__verdict__judge_score__isnull=False,
+        decision__in=sorted(APPROVING | REJECTING),
+    ).values_list("decision", "completion__verdict__judge_score")
+    agree = total = 0
+    for decision, score in rows.iterator():
+        total += 1
+        judge_keeps = score >= threshold
+        if (judge_keeps and decision in APPROVING) or (not judge_keeps and decision in REJECTING):
+            agree += 1
+    return {"agree": agree, "total": total, "rate": round(agree / total, 4) if total else None}
+
+
 def judge_agreement_or_none(*, project: Project) -> dict[str, Any] | None:
-    try:
-        from distillapp.filters.selectors import judge_agreement
-    except ImportError:
-        return None
+    """The judge–human agreement (`judge_agreement`); never None since it moved here from filters
+    (the name stays for its callers)."""
     return judge_agreement(project=project)
 
 

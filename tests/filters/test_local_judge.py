@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from distillapp.filters.models import CompletionVerdict
+from distillapp.core.paths import ModelPathRefused
+from distillapp.filters.models import CompletionVerdict, FilterRun, RunStatus
 from distillapp.filters.services import filter_config_update, filter_run_start, filters_queue
 from tests.factories import CompletionFactory, GenerationJobFactory, PromptFactory, TeacherFactory
 from tests.filters.conftest import filter_job
@@ -59,9 +60,9 @@ class _Reply:
     text: str
 
 
-def test_local_replies_become_scores_and_unreadable_ones_errors(project, monkeypatch):
+def test_local_replies_become_scores_and_unreadable_ones_errors(project, monkeypatch, tmp_path):
     """The model's replies are fixed here so the mapping back to completions is checked."""
-    _local_judge(project, "/models/judge")
+    _local_judge(project, str(tmp_path / "judge"))  # under a model root (tests' tmp folder)
     job, (good, bad, unreadable, echoed) = _completions(project, 4)
     replies = {
         good.pk: '{"score": 9, "rationale": "Accurate."}',
@@ -117,3 +118,18 @@ def test_a_real_tiny_model_judges_every_completion(project, tiny_model_dir):
             or "no score from 1 to 10" in reason
             or "empty reply" in reason
         ), reason
+
+
+def test_a_local_judge_outside_the_model_roots_fails_the_run_and_never_loads(
+    project, monkeypatch, settings
+):
+    from workers.engine import generate_local
+
+    loaded = []
+    monkeypatch.setattr(generate_local, "load", lambda path, **_: loaded.append(path))
+    teacher = _local_judge(project, "/models/judge")  # saved before the roots were configured
+    job, _completions_ = _completions(project, 1)
+    with pytest.raises(ModelPathRefused):
+        filter_job(job)
+    assert loaded == [] and teacher.model_path == "/models/judge"
+    assert FilterRun.objects.get(job=job).status == RunStatus.FAILED

@@ -186,3 +186,26 @@ def test_testing_a_local_teacher_reports_a_missing_folder(project, tmp_path) -> 
     )
     result = teacher_test(teacher=teacher)
     assert not result.ok and "does not exist" in result.error
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_local_job_never_loads_a_model_from_outside_the_model_roots(
+    project, prompt_set, tiny_model_dir, enqueued, filters_sent, settings, monkeypatch
+) -> None:
+    """A teacher saved while its folder was allowed; the operator then narrowed the roots."""
+    from workers.tasks.generation import run_generation_job
+
+    teacher = services.teacher_create(
+        project=project, name="Tiny", kind="hf_local", model_path=tiny_model_dir, device="cpu"
+    )
+    job = services.generation_job_start(
+        project=project, prompt_set=prompt_set, teacher=teacher, samples_per_prompt=1
+    )
+    settings.MODEL_ROOTS = []
+    loaded: list[str] = []
+    monkeypatch.setattr(gl, "load", lambda path, **_: loaded.append(path))
+    monkeypatch.setattr(gl, "model_fingerprint", lambda path: loaded.append(path) or "x")
+    run_generation_job.apply(args=(job.pk,))
+    job.refresh_from_db()
+    assert job.status == JobStatus.FAILED and "DISTILLERY_MODEL_ROOTS" in job.message
+    assert loaded == [] and not Completion.objects.filter(job=job).exists()

@@ -7,6 +7,7 @@ import logging
 import types
 from decimal import Decimal
 
+from distillapp.core.paths import ModelPathRefused, check_model_path
 from distillapp.generation import selectors, services
 from distillapp.generation.models import GenerationJob, JobStatus
 from workers.engine.teachers.openai_runner import ItemResult, RunOutcome
@@ -52,8 +53,16 @@ def run_local_job(job_id: int) -> str:
     snap = job.teacher_snapshot
     outcome, fatal = RunOutcome.COMPLETED, ""
     try:
-        fingerprint = generate_local.model_fingerprint(snap["model_path"])
-        if not fingerprint:
+        try:
+            # The path was checked when saved; check again where it loads (roots can change).
+            check_model_path(snap["model_path"], org_id=job.project.org_id)
+        except ModelPathRefused as exc:
+            fatal, fingerprint = str(exc), ""
+        else:
+            fingerprint = generate_local.model_fingerprint(snap["model_path"])
+        if fatal:
+            pass
+        elif not fingerprint:
             fatal = f"No model with config.json and tokenizer files in {snap['model_path']} on this worker."
         elif not snap.get("fingerprint"):
             services.generation_job_set_fingerprint(
