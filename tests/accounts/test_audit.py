@@ -116,7 +116,7 @@ def test_teacher_keys_and_deletes_name_the_user_of_the_request(alice, project):
 
 
 def test_bulk_review_actions_are_recorded(alice, project):
-    from distillapp.review.services import review_bulk_apply, review_queue_sync
+    from distillapp.review.services import review_bulk_apply, review_bulk_undo, review_queue_sync
     from tests.factories import CompletionFactory, GenerationJobFactory, TeacherFactory
 
     job = GenerationJobFactory(project=project, teacher=TeacherFactory(project=project))
@@ -127,3 +127,6 @@ def test_bulk_review_actions_are_recorded(alice, project):
     event = AuditEvent.objects.get(action="review.bulk_apply")
     assert (event.org, event.actor, event.details["count"]) == (project.org, alice, 2)
     assert event.details["bulk_action"] == action.pk
+    review_bulk_undo(bulk_action=action)
+    undo = AuditEvent.objects.get(action="review.bulk_undo")
+    assert (undo.org, undo.details) == (project.org, {"bulk_action": action.pk, "restored": 2})

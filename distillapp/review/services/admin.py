@@ -200,6 +200,14 @@ def review_bulk_undo(*, bulk_action: BulkAction) -> int:
                 restored += 1
         action.undone_at = timezone.now()
         action.save(update_fields=["undone_at"])
+        project = action.project
+        audit_record(
+            org=project.org,
+            actor=None,  # the user of the current request (see audit_record)
+            action="review.bulk_undo",
+            target=project.name,
+            details={"bulk_action": action.pk, "restored": restored},
+        )
     bulk_action.undone_at = action.undone_at
     return restored
 
