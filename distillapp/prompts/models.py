@@ -62,10 +62,8 @@ class Prompt(models.Model):
     the duplicate key is a 16-byte UUID rather than 64 hex characters.
 
     Exact duplicates within a project are kept out by the import, the only writer of prompts: it
-    holds the project's import lock and drops every hash the project already has (services). A
-    unique index on (project, text_hash) used to guard this too; its random inserts were a third
-    of the database's work in a large import (and again in the search indexing's UPDATE), so
-    migration 0006 dropped it.
+    holds the project's import lock and drops every hash the project already has (services). There
+    is deliberately no unique index on (project, text_hash): docs/prompts.md says why.
     """
 
     # Not indexed: a prompt goes when its set goes, and deleting a project deletes its sets (their
