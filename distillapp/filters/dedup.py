@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from datasketch import LeanMinHash, MinHash, MinHashLSH
@@ -217,7 +218,14 @@ class _UnionFind:
 
 def lsh_bands(threshold: float, num_perm: int) -> list[tuple[int, int]]:
     """The (start, end) signature ranges of the LSH bands datasketch picks for this threshold."""
-    return list(MinHashLSH(threshold=threshold, num_perm=num_perm).hashranges)
+    return list(_lsh_bands(threshold, num_perm))
+
+
+@lru_cache(maxsize=32)
+def _lsh_bands(threshold: float, num_perm: int) -> tuple[tuple[int, int], ...]:
+    # datasketch integrates the false positive/negative curves (scipy) to pick the bands: ~0.1 s,
+    # once per (threshold, num_perm), not once per batch.
+    return tuple(MinHashLSH(threshold=threshold, num_perm=num_perm).hashranges)
 
 
 def band_keys(sigs: np.ndarray, threshold: float, num_perm: int) -> np.ndarray:
@@ -242,25 +250,34 @@ def bucket_pairs(keys: np.ndarray) -> set[tuple[int, int]]:
     if len(keys) < 2:
         return pairs
     for b in range(keys.shape[1]):
-        key = keys[:, b]
-        order = np.argsort(key, kind="stable")
-        sorted_keys = key[order]
-        same = sorted_keys[1:] == sorted_keys[:-1]
-        if not same.any():
-            continue
-        # Runs of equal keys are buckets with two or more members.
-        edges = np.flatnonzero(np.diff(np.concatenate(([0], same.astype(np.int8), [0]))))
-        for lo, hi in zip(edges[0::2], edges[1::2] + 1, strict=True):
-            members = sorted(int(x) for x in order[lo:hi])
-            if len(members) <= _MAX_BUCKET_PAIRS:
-                pairs.update(
-                    (members[x], members[y])
-                    for x in range(len(members))
-                    for y in range(x + 1, len(members))
-                )
-            else:  # a huge bucket: link neighbours instead of every pair
-                pairs.update(zip(members[:-1], members[1:], strict=True))
+        band_pairs(keys[:, b], pairs)
     return pairs
+
+
+def band_pairs(key: np.ndarray, pairs: set[tuple[int, int]]) -> None:
+    """Add to `pairs` the pairs of positions (i < j) of `key` (one band) with equal keys. The
+    temporaries (the sort order, the sorted keys) are this band's only: ~13 bytes per row."""
+    if len(key) < 2:
+        return
+    order = np.argsort(key, kind="stable")
+    sorted_keys = key[order]
+    same = sorted_keys[1:] == sorted_keys[:-1]
+    del sorted_keys
+    if not same.any():
+        return
+    # Runs of equal keys are buckets with two or more members.
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], same.astype(np.int8), [0]))))
+    del same
+    for lo, hi in zip(edges[0::2], edges[1::2] + 1, strict=True):
+        members = sorted(int(x) for x in order[lo:hi])
+        if len(members) <= _MAX_BUCKET_PAIRS:
+            pairs.update(
+                (members[x], members[y])
+                for x in range(len(members))
+                for y in range(x + 1, len(members))
+            )
+        else:  # a huge bucket: link neighbours instead of every pair
+            pairs.update(zip(members[:-1], members[1:], strict=True))
 
 
 def lsh_candidate_pairs(sigs: np.ndarray, threshold: float, num_perm: int) -> set[tuple[int, int]]:
@@ -371,6 +388,13 @@ class Duplicates:
             )
         return None
 
+    def contains(self, item_ids: np.ndarray) -> np.ndarray:
+        """A boolean per id of `item_ids`: whether it is a duplicate (one search for all)."""
+        if len(self.ids) == 0:
+            return np.zeros(len(item_ids), dtype=np.bool_)
+        at = np.minimum(np.searchsorted(self.ids, item_ids), len(self.ids) - 1)
+        return np.asarray(self.ids[at] == item_ids)
+
     def __len__(self) -> int:
         return len(self.ids)
 
@@ -470,7 +494,8 @@ class DedupIndex:
         n = self.n
         ids = self.ids[:n]
         order_key = (self.rank[:n].astype(np.int64) << 56) + ids
-        exact_first = np.full(n, -1, dtype=np.int64)  # row of the exact group's kept text
+        # Row indices fit 32 bits: 4 bytes per text for each of these two.
+        exact_first = np.full(n, -1, dtype=np.int32)  # row of the exact group's kept text
         if self.exact and n > 1:
             hashes = self.hashes[:n]
             o = np.lexsort((order_key, hashes))
@@ -478,7 +503,9 @@ class DedupIndex:
             starts = np.concatenate(([True], sorted_hashes[1:] != sorted_hashes[:-1]))
             first_of_run = o[starts][np.cumsum(starts) - 1]
             exact_first[o[~starts]] = first_of_run[~starts]
-        near_keeper = np.full(n, -1, dtype=np.int64)
+            # Freed before the near-duplicate pass, which is where memory peaks.
+            del o, sorted_hashes, starts, first_of_run
+        near_keeper = np.full(n, -1, dtype=np.int32)
         similarity = np.zeros(n, dtype=np.float32)
         if self.near and n > 1:
             reps = np.flatnonzero(exact_first < 0)
@@ -515,11 +542,18 @@ class DedupIndex:
         fetch_texts: Callable[[Sequence[int]], dict[int, str]],
     ) -> None:
         groups = self.groups
+        # Band by band, each gathered alone (4 bytes per row), so the temporaries of grouping
+        # are one band's, not a copy of all bands at once.
+        found: set[tuple[int, int]] = set()
+        all_rows = len(reps) == self.n
+        for b in range(self.n_bands):
+            band_pairs(self.bands[: self.n, b] if all_rows else self.bands[reps, b], found)
         candidates = [
             (int(reps[a]), int(reps[b]))
-            for a, b in bucket_pairs(self.bands[reps])
+            for a, b in found
             if self.within_group or groups[reps[a]] != groups[reps[b]]
         ]
+        del found
         uf = _UnionFind()
         for (i, j), sim in self._jaccard_pairs(sorted(candidates), fetch_texts):
             if sim >= self.threshold:

@@ -10,8 +10,9 @@ import re
 import unicodedata
 from collections.abc import Sequence
 from fractions import Fraction
+from functools import lru_cache
 
-from distillapp.filters.dedup import normalise, shingles
+from distillapp.filters.dedup import normalise
 
 _APOSTROPHES = str.maketrans(
     {"\u2019": "'", "\u2018": "'", "\u02bc": "'", "\u201c": '"', "\u201d": '"'}
@@ -43,12 +44,23 @@ def _fold(text: str) -> str:
     return " ".join(text.translate(_APOSTROPHES).casefold().split())
 
 
+@lru_cache(maxsize=16)
+def _folded_phrases(phrases: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """(phrase, folded) pairs, folded once per list instead of once per completion."""
+    return tuple((p, _fold(p)) for p in phrases if p)
+
+
 def check_refusal(text: str, *, phrases: Sequence[str]) -> str | None:
     folded = _fold(text)
-    for phrase in phrases:
-        if phrase and _fold(phrase) in folded:
+    for phrase, folded_phrase in _folded_phrases(tuple(phrases)):
+        if folded_phrase in folded:
             return f"Contains the refusal phrase “{phrase}”."
     return None
+
+
+def _distinct_ngrams(units: Sequence[str], n: int) -> int:
+    # zip over shifted views builds the n-gram tuples in C (~3x a comprehension of slices).
+    return len(set(zip(*(units[i:] for i in range(n)), strict=False)))
 
 
 def repeated_ngram_share(text: str, n: int) -> float:
@@ -59,12 +71,11 @@ def repeated_ngram_share(text: str, n: int) -> float:
     """
     units: Sequence[str] = text.split()
     if units and len(text.strip()) / len(units) > 20:
-        units = [c for c in text if not c.isspace()]
+        units = "".join(units)  # its characters: str.split() drops exactly the isspace() ones
     total = len(units) - n + 1
     if total < 2:
         return 0.0
-    distinct = len({tuple(units[i : i + n]) for i in range(total)})
-    return (total - distinct) / total
+    return (total - _distinct_ngrams(units, n)) / total
 
 
 def check_repetition(text: str, *, n: int, threshold: float) -> str | None:
@@ -81,18 +92,33 @@ def check_echo(text: str, *, prompt: str, threshold: float, shingle: int = 5) ->
     counted when the completion is at least half as long as the prompt, so a short answer quoted
     from a long prompt ("Paris") is not an echo.
     """
-    c, p = normalise(text), normalise(prompt)
+    c, (p, ps) = normalise(text), _prompt_shingles(prompt, shingle)
     if not c or not p:
         return None
     if c == p:
         return "The completion repeats the prompt word for word."
     if len(c) * 2 < len(p):
         return None
-    cs = shingles(c, shingle)
-    contained = len(cs & shingles(p, shingle)) / len(cs) if cs else 0.0
+    cs = _shingle_tuples(c, shingle)
+    contained = len(cs & ps) / len(cs) if cs else 0.0
     if contained >= threshold:
         return f"{contained:.0%} of the completion is copied from the prompt (threshold {threshold:.0%})."
     return None
+
+
+def _shingle_tuples(norm: str, shingle: int) -> set[tuple[str, ...]]:
+    """`dedup.shingles` of an already normalised text, as tuples of characters (built in C; the
+    same sets up to that one-to-one mapping, so intersections and sizes are the same)."""
+    if len(norm) < shingle:
+        return {tuple(norm)} if norm else set()
+    return set(zip(*(norm[i:] for i in range(shingle)), strict=False))
+
+
+@lru_cache(maxsize=256)
+def _prompt_shingles(prompt: str, shingle: int) -> tuple[str, frozenset[tuple[str, ...]]]:
+    """A prompt's normalised text and shingles, once for all its samples."""
+    p = normalise(prompt)
+    return p, frozenset(_shingle_tuples(p, shingle))
 
 
 # ---- reference checks -----------------------------------------------------------------------

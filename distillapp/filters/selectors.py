@@ -5,7 +5,6 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from django.apps import apps
 from django.conf import settings
 from django.db import connection
 from django.db.models import Avg, Count, Q, QuerySet
@@ -132,36 +131,4 @@ def filter_summary(*, project: Project) -> dict[str, Any]:
             # Calls that failed or replies that were not the JSON asked for: no score, kept.
             "errors": verdicts.exclude(judge_error="").count(),
         },
-        "agreement": judge_agreement(project=project),
     }
-
-
-APPROVING = {"approve", "edit"}
-REJECTING = {"reject"}
-
-
-def judge_agreement(*, project: Project) -> dict[str, Any] | None:
-    """How often the judge agrees with human reviews: {agree, total, rate}.
-
-    A review agrees when the judge's score is at or above the project's threshold and the human
-    approved (or edited, which keeps the completion), or the score is below and the human
-    rejected. Skips are ignored; each review counts once. None when the review app has no
-    Review model; rate is None until a judged completion has a review.
-    """
-    try:
-        review_model = apps.get_model("review", "Review")
-    except LookupError:
-        return None
-    threshold = filter_config_for_project(project=project).judge_threshold
-    rows = review_model.objects.filter(
-        completion__job__project=project,
-        completion__verdict__judge_score__isnull=False,
-        decision__in=sorted(APPROVING | REJECTING),
-    ).values_list("decision", "completion__verdict__judge_score")
-    agree = total = 0
-    for decision, score in rows.iterator():
-        total += 1
-        judge_keeps = score >= threshold
-        if (judge_keeps and decision in APPROVING) or (not judge_keeps and decision in REJECTING):
-            agree += 1
-    return {"agree": agree, "total": total, "rate": round(agree / total, 4) if total else None}

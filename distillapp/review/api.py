@@ -107,3 +107,11 @@ def review_undo(request: HttpRequest, project_id: int) -> Any:
 def review_stats(request: HttpRequest, project_id: int) -> Any:
     project, _m = get_project_for_user(request.user, project_id, Role.REVIEWER)
     return selectors.review_stats(project=project, reviewer=request.user)
+
+
+@router.get("/projects/{project_id}/review/judge-agreement", response=dict)
+def review_judge_agreement(request: HttpRequest, project_id: int) -> Any:
+    """`{"agreement": {agree, total, rate}}`: how often the filters' LLM judge agrees with human
+    reviews (viewers and up). It was `agreement` in `GET …/filters/summary` before it moved here."""
+    project, _m = get_project_for_user(request.user, project_id)
+    return {"agreement": selectors.judge_agreement(project=project)}

@@ -169,7 +169,7 @@ def judge_agreement(*, project: Project) -> dict[str, Any]:
     agree = total = 0
     for decision, score in rows.iterator():
         total += 1
-        judge_keeps = score >= threshold
+        judge_keeps = score is not None and score >= threshold  # never None: filtered above
         if (judge_keeps and decision in APPROVING) or (not judge_keeps and decision in REJECTING):
             agree += 1
     return {"agree": agree, "total": total, "rate": round(agree / total, 4) if total else None}

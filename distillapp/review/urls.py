@@ -11,6 +11,11 @@ urlpatterns = [
     ),
     path("projects/<int:project_id>/review/undo/", views.review_undo, name="review_undo"),
     path(
+        "projects/<int:project_id>/review/judge-agreement/",
+        views.review_judge_agreement,
+        name="review_judge_agreement",
+    ),
+    path(
         "projects/<int:project_id>/review/decisions/",
         views.review_decisions,
         name="review_decisions",

@@ -153,6 +153,19 @@ def review_pick_best(request: HtmxHttpRequest, project_id: int, completion_id: i
 
 @login_required
 @require_GET
+def review_judge_agreement(request: HtmxHttpRequest, project_id: int) -> HttpResponse:
+    """The judge–human agreement figure, a fragment the filters page loads (filters never import
+    review, so the figure comes from here)."""
+    project, _membership = get_project_for_user(request.user, project_id)
+    return render(
+        request,
+        "review/judge_agreement.html",
+        {"project": project, "agreement": selectors.judge_agreement(project=project)},
+    )
+
+
+@login_required
+@require_GET
 def review_decisions(request: HtmxHttpRequest, project_id: int) -> HttpResponse:
     project, membership = get_project_for_user(request.user, project_id, Role.REVIEWER)
     is_admin = role_at_least(membership.role, Role.ADMIN)

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 
-from distillapp.filters import dedup, services
+from distillapp.filters import dedup
 from distillapp.filters.models import CompletionVerdict, FilterRun, VerdictState
-from distillapp.filters.services import filter_config_update
+from distillapp.filters.services import filter_config_update, pipeline
 from tests.factories import CompletionFactory, GenerationJobFactory, PromptFactory, TeacherFactory
 from tests.filters.conftest import filter_job
 
@@ -153,15 +154,16 @@ def test_small_batches_give_the_same_verdicts_as_one_batch(job, project, monkeyp
 
     CompletionVerdict.objects.all().delete()
     sizes = []
-    real_batches = services._batches
+    real_batches = pipeline._batches
 
-    def small_batches(qs, fields, size=services._BATCH):
+    def small_batches(qs, fields, size=pipeline._BATCH):
         for rows in real_batches(qs, fields, size=3):
             sizes.append(len(rows))
             yield rows
 
-    monkeypatch.setattr(services, "_batches", small_batches)
-    monkeypatch.setattr(services, "_BATCH", 3)
+    monkeypatch.setattr(pipeline, "_batches", small_batches)
+    monkeypatch.setattr(pipeline, "_BATCH", 3)
+    monkeypatch.setattr(pipeline, "_SAVE_BATCH", 2)  # verdict upserts in chunks too
     monkeypatch.setattr(dedup, "_VERIFY_TEXTS", 2)
     filter_job(job)
     assert max(sizes) == 3 and sum(sizes) == len(completions)
@@ -174,7 +176,7 @@ def test_small_batches_give_the_same_verdicts_as_one_batch(job, project, monkeyp
 
 @pytest.mark.django_db
 def test_a_job_run_compares_with_the_rest_of_the_project_in_batches(job, project, monkeypatch):
-    monkeypatch.setattr(services, "_BATCH", 2)
+    monkeypatch.setattr(pipeline, "_BATCH", 2)
     earlier = [_samples(job, t)[0] for t in (BASE, "Another answer entirely, about rivers.")]
     filter_job(job)
     job2 = GenerationJobFactory(project=project, teacher=job.teacher, prompt_set=job.prompt_set)
@@ -209,3 +211,13 @@ def test_near_duplicate_groups_can_keep_texts_of_one_key_apart():
     assert dedup.near_duplicate_groups([BASE, CLOSE], threshold=0.8) == [[0, 1]]
     assert dedup.near_duplicate_groups([BASE, CLOSE], threshold=0.8, apart=[7, 7]) == []
     assert dedup.near_duplicate_groups([BASE, CLOSE], threshold=0.8, apart=[7, 8]) == [[0, 1]]
+
+
+def test_duplicates_contains_answers_for_many_ids_at_once():
+    index = dedup.DedupIndex(exact=True, near=False, capacity=4)
+    index.add([5, 7, 9, 11], [1, 2, 3, 4], [1, 1, 1, 1], ["x", "y", "x", "x"], in_scope=True)
+    found = index.resolve(lambda ids: {})
+    asked = np.array([1, 5, 9, 11, 12], dtype=np.int64)
+    assert found.contains(asked).tolist() == [False, False, True, True, False]
+    empty = dedup.DedupIndex(exact=True, near=False).resolve(lambda ids: {})
+    assert empty.contains(asked).tolist() == [False] * 5

@@ -125,3 +125,49 @@ def test_parse_number_edge_cases():
     assert h.parse_number("50%") == 50
     assert h.parse_number("1/0") is None
     assert h.parse_number("nothing") is None
+
+
+def _slow_repeated_share(text, n):
+    """The definition, written plainly: units are words, or characters for unspaced text."""
+    units = text.split()
+    if units and len(text.strip()) / len(units) > 20:
+        units = [c for c in text if not c.isspace()]
+    total = len(units) - n + 1
+    if total < 2:
+        return 0.0
+    return (total - len({tuple(units[i : i + n]) for i in range(total)})) / total
+
+
+def _slow_containment(text, prompt):
+    from distillapp.filters.dedup import normalise, shingles
+
+    c, p = normalise(text), normalise(prompt)
+    cs = shingles(c)
+    return len(cs & shingles(p)) / len(cs)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a b a b a b a b",
+        "哈哈 哈哈哈哈哈哈哈哈哈哈哈哈哈哈哈哈哈哈哈哈哈哈哈哈 北京北京北京",
+        "Answer 12: 0cc175b9c0f1b6a831c399e269772661 92eb5ffee6ae2fec3ad71c777531578f",
+        "The cat sat.\nThe cat sat.\tThe cat sat on the mat, the cat sat.",
+        "x",
+    ],
+)
+@pytest.mark.parametrize("n", [1, 3, 5])
+def test_the_fast_checks_agree_with_their_plain_definitions(text, n):
+    assert h.repeated_ngram_share(text, n) == pytest.approx(_slow_repeated_share(text, n))
+    prompt = "Tell me: " + text[: len(text) // 2] + " and more words to compare"
+    share = _slow_containment(text, prompt)
+    got = h.check_echo(text, prompt=prompt, threshold=max(share, 0.01))
+    if len(" ".join(text.lower().split())) * 2 >= len(" ".join(prompt.lower().split())):
+        assert (got is not None) == (share >= max(share, 0.01))
+        assert h.check_echo(text, prompt=prompt, threshold=share + 0.001) is None
+
+
+def test_refusal_phrases_are_matched_after_folding_whatever_the_list():
+    assert h.check_refusal("I CAN\u2019T help", phrases=["i can't"]) is not None
+    assert h.check_refusal("I CAN\u2019T help", phrases=["as an ai"]) is None
+    assert h.check_refusal("As an AI, no.", phrases=["", "As an  AI"]) is not None

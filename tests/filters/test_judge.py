@@ -1,11 +1,7 @@
 from __future__ import annotations
 
 import pytest
-from django.apps import apps
 
-from distillapp.filters.models import VerdictState
-from distillapp.filters.selectors import judge_agreement
-from tests.factories import CompletionVerdictFactory
 from tests.generation.fake_openai import FakeOpenAI
 from workers.engine.judge import (
     MAX_REPLY,
@@ -152,38 +148,3 @@ def test_an_unreachable_judge_is_an_item_error_not_an_exception():
     client.client = client.client.with_options(max_retries=0)
     result = client.judge_one(JudgeItem(1, "p", "c"))
     assert result.score is None and "Connection" in result.error
-
-
-@pytest.mark.django_db
-def test_judge_agreement_counts_reviews_against_the_threshold(project, bob, alice):
-    try:
-        review_model = apps.get_model("review", "Review")
-    except LookupError:
-        pytest.skip("the review app has no Review model yet")
-    assert judge_agreement(project=project) == {"agree": 0, "total": 0, "rate": None}
-    cases = [
-        (9, "approve", True),
-        (8, "edit", True),
-        (3, "reject", True),
-        (9, "reject", False),
-        (2, "approve", False),
-        (7, "skip", None),
-    ]
-    for score, decision, _agrees in cases:
-        verdict = CompletionVerdictFactory(
-            completion__job__project=project,
-            state=VerdictState.PASSED,
-            flags=[],
-            reasons={},
-            judge_score=score,
-        )
-        review_model.objects.create(
-            completion=verdict.completion, project=project, reviewer=bob, decision=decision
-        )
-    unscored = CompletionVerdictFactory(
-        completion__job__project=project, state=VerdictState.PASSED, judge_score=None
-    )
-    review_model.objects.create(
-        completion=unscored.completion, project=project, reviewer=alice, decision="approve"
-    )
-    assert judge_agreement(project=project) == {"agree": 3, "total": 5, "rate": 0.6}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from django.db import transaction
 from django.db.models import ProtectedError, RestrictedError
 
@@ -13,9 +15,21 @@ class PromptSetInUse(Exception):
     pass
 
 
-def prompt_set_delete(*, prompt_set: PromptSet, chunk: int = 5000) -> None:
+_AFTER_SET_DELETE: list[Callable[[Project], None]] = []
+
+
+def after_prompt_set_delete(callback: Callable[[Project], None]) -> None:
+    """Let an app above this one fix what it keeps about the project once a set's prompts (and
+    what cascaded from them) are gone; called inside the delete's transaction."""
+    _AFTER_SET_DELETE.append(callback)
+
+
+def prompt_set_delete(*, prompt_set: PromptSet, chunk: int = 5000, notify: bool = True) -> None:
     """Delete a prompt set with its prompts (and what cascades from them), in chunks so memory stays
-    flat for sets of millions of prompts. Idempotent: deleting an already deleted set does nothing."""
+    flat for sets of millions of prompts, then run the `after_prompt_set_delete` callbacks (not
+    with `notify=False`: the project itself is being deleted). Idempotent: deleting an already
+    deleted set does nothing."""
+    project = Project.objects.filter(pk=prompt_set.project_id).first()
     try:
         with transaction.atomic():
             while True:
@@ -28,6 +42,9 @@ def prompt_set_delete(*, prompt_set: PromptSet, chunk: int = 5000) -> None:
                     break
                 Prompt.objects.filter(pk__in=ids).delete()
             PromptSet.objects.filter(pk=prompt_set.pk).delete()
+            if notify and project is not None:
+                for callback in _AFTER_SET_DELETE:
+                    callback(project)
     except (ProtectedError, RestrictedError) as exc:
         raise PromptSetInUse(
             "This prompt set is used by data that must be kept (e.g. a frozen dataset)."
@@ -37,4 +54,4 @@ def prompt_set_delete(*, prompt_set: PromptSet, chunk: int = 5000) -> None:
 def prompt_sets_delete_for_project(*, project: Project) -> None:
     """Delete every prompt set of a project (before the project itself), each in chunks."""
     for prompt_set in PromptSet.objects.filter(project=project):
-        prompt_set_delete(prompt_set=prompt_set)
+        prompt_set_delete(prompt_set=prompt_set, notify=False)

@@ -1,13 +1,10 @@
-"""Writes of the filters app: configuration, runs, verdicts, restores.
-
-A run (`filter_run_execute`, `filters_run_for_job`) is idempotent: it recomputes every verdict
-in its scope from the completions and the current configuration and upserts one row per
-completion. Judge scores are reused when the same judge (teacher, model, rubric) gave them, so a
-re-run does not pay for the calls again. A human restore survives re-runs.
-"""
+"""The filter pipeline of one run: stream the scope's completions in batches, run the heuristics,
+find exact and near duplicates from compact per-completion state, reuse or ask for judge
+scores, and upsert one verdict per completion."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from array import array
@@ -17,133 +14,28 @@ from typing import Any
 
 import numpy as np
 from django.conf import settings
-from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
-from distillapp.core.queues import Queue
 from distillapp.core.runs.services import (
-    ClaimLost,
-    ClaimState,
-    run_cancel,
-    run_claim,
     run_end,
-    run_enqueue,
-    run_fail,
     run_heartbeat,
 )
 from distillapp.filters import config as C
 from distillapp.filters import dedup, heuristics
-from distillapp.filters.config import FilterConfig, validate_config
+from distillapp.filters.config import FilterConfig
 from distillapp.filters.models import CompletionVerdict, FilterRun, RunStatus, VerdictState
-from distillapp.filters.selectors import filter_config_for_project, filter_run_active
+from distillapp.filters.selectors import filter_config_for_project
 from distillapp.projects.models import Project
 
 logger = logging.getLogger(__name__)
 
-_SAVE_BATCH = 1000
+# Verdicts upserted per statement (COPY + one INSERT … ON CONFLICT on PostgreSQL).
+_SAVE_BATCH = 5000
 # Completions read at once: the pipeline's memory is one batch plus compact state per completion.
 _BATCH = 2000
 _PROGRESS_EVERY_S = 1.0
 _KEPT_STATES = (VerdictState.PASSED, VerdictState.RESTORED, VerdictState.PENDING)
-
-
-# ---- configuration ---------------------------------------------------------------------------
-
-
-def filter_config_update(*, project: Project, data: dict[str, Any]) -> FilterConfig:
-    """Validate and store `Project.settings["filters"]`; missing keys take their defaults."""
-    from distillapp.generation.models import Teacher, TeacherKind
-
-    config = validate_config(data)
-    if config.judge_teacher_id is not None:
-        teacher = Teacher.objects.filter(pk=config.judge_teacher_id, project=project).first()
-        if teacher is None:
-            raise ValidationError({"judge_teacher_id": ["Pick a teacher of this project."]})
-        if teacher.kind == TeacherKind.HF_LOCAL and not teacher.model_path:
-            raise ValidationError(
-                {"judge_teacher_id": ["That local teacher has no model folder to judge with."]}
-            )
-    with transaction.atomic():
-        locked = Project.objects.select_for_update().get(pk=project.pk)
-        locked.settings = {**(locked.settings or {}), "filters": config.as_dict()}
-        locked.save(update_fields=["settings"])
-    project.settings = locked.settings
-    return config
-
-
-# ---- runs -------------------------------------------------------------------------------------
-
-
-def filter_run_start(*, project: Project, user: Any, job: Any = None) -> FilterRun:
-    """Queue a run over one job's completions or the whole project; one active run per project."""
-    if job is not None and job.project_id != project.pk:
-        raise ValidationError({"job_id": ["That job is not in this project."]})
-    with transaction.atomic():
-        Project.objects.select_for_update().filter(pk=project.pk).first()
-        active = filter_run_active(project=project)
-        if active is not None:
-            raise ValidationError(
-                f"A filter run ({active.scope_label}) is already {active.status}; wait for it to finish."
-            )
-        run = FilterRun.objects.create(
-            project=project,
-            job=job,
-            created_by=user if getattr(user, "pk", None) else None,
-            message="Waiting for a worker.",
-        )
-        run_enqueue(run)
-    return run
-
-
-def filters_start_for_job(*, job: Any) -> FilterRun:
-    """Queue the automatic filter run of a job that just finished (called inside the transaction
-    that ends the job, which only one worker can commit, so a job gets one such run)."""
-    run = FilterRun.objects.create(
-        project_id=job.project_id, job=job, trigger="job_finished", message="Waiting for a worker."
-    )
-    run_enqueue(run)
-    return run
-
-
-def filters_queue(project: Project) -> Queue:
-    """Where the project's filter runs execute: a local judge model is loaded by the run itself,
-    so with one the run goes to a `gpu` worker (torch, the model's folder); else `default`."""
-    from distillapp.generation.models import Teacher, TeacherKind
-
-    judge_id = filter_config_for_project(project=project).judge_teacher_id
-    if judge_id is None:
-        return Queue.DEFAULT
-    local = Teacher.objects.filter(pk=judge_id, project=project, kind=TeacherKind.HF_LOCAL)
-    return Queue.GPU if local.exists() else Queue.DEFAULT
-
-
-def filter_run_cancel(*, run: FilterRun) -> FilterRun:
-    """Queued → cancelled; running → cancelling (the worker stops at its next progress write)."""
-    return run_cancel(run)
-
-
-def filter_run_execute(*, run_id: int) -> FilterRun | None:
-    """Claim and run a FilterRun (or take over one whose worker died). Idempotent: a second
-    delivery of the same task gets no claim and returns None; verdicts are upserts."""
-    claim = run_claim(FilterRun, pk=run_id)
-    if claim.state != ClaimState.CLAIMED or claim.run is None:
-        return None
-    run = FilterRun.objects.select_related("project", "job").get(pk=run_id)
-    token = claim.token
-    try:
-        _execute(run, token)
-    except ClaimLost:
-        logger.warning("filter run %s: another worker took it over; this one stops.", run_id)
-        return None
-    except _Cancelled:
-        run_end(FilterRun, pk=run_id, token=token, status=RunStatus.CANCELLED, message="Cancelled.")
-    except Exception as exc:
-        logger.exception("filter run %s failed", run_id)
-        run_fail(FilterRun, pk=run_id, token=token, message=f"Failed: {type(exc).__name__}: {exc}")
-        raise
-    run.refresh_from_db()
-    return run
 
 
 class _Cancelled(Exception):
@@ -278,15 +170,14 @@ def _execute(run: FilterRun, token: str) -> None:
     # duplicates are known (8 bytes each).
     clean: array[int] = array("q")
     done = 0
-    fields = ("prompt_id", "text", "finish_reason", "prompt__text", "prompt__reference")
-    for rows in _batches(scope, (*fields, "prompt__metadata")):
+    checks = _Checks(config)
+    for rows in _batches(scope, ("prompt_id", "text", "finish_reason")):
+        prompts = _prompts_of(rows, checks)
         flagged: dict[int, _Outcome] = {}
         ranks = []
-        for cid, _pid, text, finish_reason, prompt_text, reference, metadata in rows:
-            outcome = _check_one(
-                config, text, finish_reason, prompt_text or "", reference, metadata or {}
-            )
-            if outcome.flags:
+        for cid, pid, text, finish_reason in rows:
+            outcome = checks.run(text, finish_reason, prompts.get(pid, _NO_PROMPT))
+            if outcome is not None:
                 flagged[cid] = outcome
                 tally.add(outcome)
                 ranks.append(dedup.RANK_OTHER)
@@ -336,9 +227,19 @@ def _execute(run: FilterRun, token: str) -> None:
     if duplicates is not None:
         _flag_failed_duplicates(project, duplicates, clean, config, tally)
     waiting: array[int] = array("q")
-    for start in range(0, len(clean), _BATCH):
-        batch = clean[start : start + _BATCH]
-        outcomes = {cid: _Outcome() for cid in batch}
+    clean_ids = np.frombuffer(clean, dtype=np.int64) if len(clean) else np.zeros(0, np.int64)
+    for start in range(0, len(clean_ids), _BATCH):
+        batch = clean_ids[start : start + _BATCH]
+        is_dup = (
+            duplicates.contains(batch) if duplicates is not None else np.zeros(len(batch), bool)
+        )
+        if teacher is None:
+            # Most verdicts: passed, nothing to say. Written as plain rows, no object each.
+            passed = batch[~is_dup].tolist()
+            _write_verdicts(project.pk, [(cid, *_PASSED_ROW) for cid in passed])
+            outcomes = {int(cid): _Outcome() for cid in batch[is_dup]}
+        else:
+            outcomes = {int(cid): _Outcome() for cid in batch}
         if duplicates is not None:
             for cid, outcome in outcomes.items():
                 _mark_duplicate(outcome, duplicates.get(cid), config)
@@ -384,52 +285,111 @@ def _outside_rank(state: str | None) -> int:
 def _fetch_texts(ids: Sequence[int]) -> dict[int, str]:
     from distillapp.generation.models import Completion
 
-    return dict(Completion.objects.filter(id__in=ids).values_list("id", "text"))
+    return dict(_rows_by_id(Completion, ("id", "text"), list(ids)))
 
 
-def _check_one(
-    config: FilterConfig,
-    text: str,
-    finish_reason: str,
-    prompt_text: str,
-    reference: str | None,
-    metadata: dict[str, Any],
-) -> _Outcome:
-    out = _Outcome()
-    empty = heuristics.check_empty(text)
-    if config.is_enabled(C.EMPTY) and empty:
-        out.fail(C.EMPTY, empty)
-    if config.is_enabled(C.TRUNCATED) and (reason := heuristics.check_truncated(finish_reason)):
-        out.fail(C.TRUNCATED, reason)
-    if empty:
-        # Nothing else can be judged about an empty text (its length check would say the same).
+@dataclass(frozen=True)
+class _Prompt:
+    text: str
+    reference: str | None
+    metadata: Any
+
+
+_NO_PROMPT = _Prompt("", None, {})
+
+
+class _Checks:
+    """The per-completion filters of one run, with the configuration read once (not per row)."""
+
+    def __init__(self, config: FilterConfig) -> None:
+        self.config = config
+        on = config.is_enabled
+        self.empty, self.truncated, self.length = on(C.EMPTY), on(C.TRUNCATED), on(C.LENGTH)
+        self.refusal, self.repetition, self.echo = on(C.REFUSAL), on(C.REPETITION), on(C.ECHO)
+        self.reference = on(C.REFERENCE)
+        self.phrases = tuple(config.refusal_phrases)
+
+    @property
+    def needs_prompts(self) -> bool:
+        return self.echo or self.reference
+
+    def run(self, text: str, finish_reason: str, prompt: _Prompt) -> _Outcome | None:
+        """The failures of one completion, or None when it passed every check."""
+        failures: list[tuple[str, str]] = []
+        empty = heuristics.check_empty(text)
+        if self.empty and empty:
+            failures.append((C.EMPTY, empty))
+        if self.truncated and (reason := heuristics.check_truncated(finish_reason)):
+            failures.append((C.TRUNCATED, reason))
+        if not empty:
+            # Nothing else can be judged about an empty text (its length check says the same).
+            failures.extend(self._text_checks(text, prompt))
+        if not failures:
+            return None
+        out = _Outcome()
+        for name, reason in failures:
+            out.fail(name, reason)
         return out
-    if config.is_enabled(C.LENGTH) and (
-        reason := heuristics.check_length(
-            text, min_chars=config.min_chars, max_chars=config.max_chars
-        )
-    ):
-        out.fail(C.LENGTH, reason)
-    if config.is_enabled(C.REFUSAL) and (
-        reason := heuristics.check_refusal(text, phrases=config.refusal_phrases)
-    ):
-        out.fail(C.REFUSAL, reason)
-    if config.is_enabled(C.REPETITION) and (
-        reason := heuristics.check_repetition(
-            text, n=config.repetition_n, threshold=config.repetition_threshold
-        )
-    ):
-        out.fail(C.REPETITION, reason)
-    if config.is_enabled(C.ECHO) and (
-        reason := heuristics.check_echo(text, prompt=prompt_text, threshold=config.echo_threshold)
-    ):
-        out.fail(C.ECHO, reason)
-    if config.is_enabled(C.REFERENCE) and reference is not None and reference.strip():
-        mode = metadata.get("reference_mode") if isinstance(metadata, dict) else None
-        mode = mode if mode in C.REFERENCE_MODES else config.reference_mode
-        if reason := heuristics.check_reference(text, reference=reference, mode=mode):
-            out.fail(C.REFERENCE, reason)
+
+    def _text_checks(self, text: str, prompt: _Prompt) -> Iterator[tuple[str, str]]:
+        config = self.config
+        if self.length and (
+            reason := heuristics.check_length(
+                text, min_chars=config.min_chars, max_chars=config.max_chars
+            )
+        ):
+            yield C.LENGTH, reason
+        if self.refusal and (reason := heuristics.check_refusal(text, phrases=self.phrases)):
+            yield C.REFUSAL, reason
+        if self.repetition and (
+            reason := heuristics.check_repetition(
+                text, n=config.repetition_n, threshold=config.repetition_threshold
+            )
+        ):
+            yield C.REPETITION, reason
+        if self.echo and (
+            reason := heuristics.check_echo(
+                text, prompt=prompt.text, threshold=config.echo_threshold
+            )
+        ):
+            yield C.ECHO, reason
+        reference = prompt.reference
+        if self.reference and reference is not None and reference.strip():
+            metadata = prompt.metadata
+            mode = metadata.get("reference_mode") if isinstance(metadata, dict) else None
+            mode = mode if mode in C.REFERENCE_MODES else config.reference_mode
+            if reason := heuristics.check_reference(text, reference=reference, mode=mode):
+                yield C.REFERENCE, reason
+
+
+def _prompts_of(rows: list[tuple[Any, ...]], checks: _Checks) -> dict[int, _Prompt]:
+    """The prompts of a batch, read once each (a prompt's samples share them), only when a check
+    needs them."""
+    if not checks.needs_prompts:
+        return {}
+    from distillapp.prompts.models import Prompt
+
+    ids = sorted({r[1] for r in rows})
+    fields = ("id", "text", "reference", "metadata") if checks.reference else ("id", "text")
+    out = {}
+    for row in _rows_by_id(Prompt, fields, ids):
+        metadata = row[3] if checks.reference else {}
+        if isinstance(metadata, str):
+            metadata = json.loads(metadata)
+        out[row[0]] = _Prompt(row[1] or "", row[2] if checks.reference else None, metadata)
     return out
+
+
+def _rows_by_id(model: Any, fields: tuple[str, ...], ids: list[int]) -> list[tuple[Any, ...]]:
+    """`fields` (columns; the first is "id") of the rows with these ids. On PostgreSQL one array
+    parameter (`= ANY`), not a thousand placeholders for the client to bind."""
+    if connection.vendor != "postgresql":
+        return list(model.objects.filter(id__in=ids).values_list(*fields))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {', '.join(fields)} FROM {model._meta.db_table} WHERE id = ANY(%s)", [ids]
+        )
+        return cursor.fetchall()
 
 
 def _mark_duplicate(
@@ -600,95 +560,96 @@ def _run_judge(
     progress.update(done=base + finished, force=True)
 
 
+# Columns written by a run; `restored_by`/`restored_at` are left alone (a restore survives).
+_VERDICT_COLUMNS = (
+    "completion_id",
+    "project_id",
+    "state",
+    "flags",
+    "reasons",
+    "judge_score",
+    "judge_rationale",
+    "judge_key",
+    "judge_error",
+    "judge_reply",
+    "duplicate_of_id",
+)
+# A verdict row without its completion and project ids: state .. duplicate_of_id.
+_VerdictRow = tuple[Any, ...]
+_PASSED_ROW: _VerdictRow = (VerdictState.PASSED.value, "[]", "{}", None, "", "", "", "", None)
+
+
 def _save(project: Project, outcomes: dict[int, _Outcome]) -> None:
-    """Upsert one verdict per completion; a restored verdict stays restored (row locks held)."""
-    ids = list(outcomes)
-    for start in range(0, len(ids), _SAVE_BATCH):
-        batch = ids[start : start + _SAVE_BATCH]
-        with transaction.atomic():
-            restored = set(
-                CompletionVerdict.objects.select_for_update()
-                .filter(completion_id__in=batch, state=VerdictState.RESTORED)
-                .values_list("completion_id", flat=True)
+    """Upsert one verdict per completion; a restored verdict stays restored."""
+    rows = []
+    for cid, o in outcomes.items():
+        if o.flags:
+            state = VerdictState.FILTERED.value
+        elif o.awaiting_judge:
+            state = VerdictState.PENDING.value
+        else:
+            state = VerdictState.PASSED.value
+        rows.append(
+            (
+                cid,
+                state,
+                json.dumps(o.flags),
+                json.dumps(o.reasons),
+                o.judge_score,
+                o.judge_rationale,
+                o.judge_key,
+                o.judge_error,
+                o.judge_reply,
+                o.duplicate_of,
             )
-            objs = []
-            for cid in batch:
-                o = outcomes[cid]
-                if cid in restored:
-                    state = VerdictState.RESTORED
-                elif o.flags:
-                    state = VerdictState.FILTERED
-                elif o.awaiting_judge:
-                    state = VerdictState.PENDING
-                else:
-                    state = VerdictState.PASSED
-                objs.append(
-                    CompletionVerdict(
-                        completion_id=cid,
-                        project=project,
-                        state=state,
-                        flags=o.flags,
-                        reasons=o.reasons,
-                        judge_score=o.judge_score,
-                        judge_rationale=o.judge_rationale,
-                        judge_key=o.judge_key,
-                        judge_error=o.judge_error,
-                        judge_reply=o.judge_reply,
-                        duplicate_of_id=o.duplicate_of,
-                    )
+        )
+    _write_verdicts(project.pk, rows)
+
+
+def _write_verdicts(project_id: int, rows: Sequence[_VerdictRow]) -> None:
+    """Upsert verdict rows `(completion_id, *_PASSED_ROW's fields)`, flags and reasons as JSON.
+
+    PostgreSQL: COPY into a temporary table, then one INSERT … ON CONFLICT … DO UPDATE per chunk
+    (no model objects, no per-row parameters). SQLite: the same upsert, executemany. Either way a
+    restored verdict keeps its state (decided inside the upsert, against the row it conflicts
+    with, so a restore committing meanwhile is not overwritten)."""
+    if not rows:
+        return
+    table = CompletionVerdict._meta.db_table
+    cols = ", ".join(_VERDICT_COLUMNS)
+    restored = VerdictState.RESTORED.value
+    updates = ", ".join(
+        [f"{c} = excluded.{c}" for c in _VERDICT_COLUMNS if c not in ("completion_id", "state")]
+        + [
+            f"state = CASE WHEN {table}.state = '{restored}' THEN {table}.state"
+            " ELSE excluded.state END",
+            "updated_at = excluded.updated_at",
+        ]
+    )
+    upsert = f"ON CONFLICT (completion_id) DO UPDATE SET {updates}"
+    for start in range(0, len(rows), _SAVE_BATCH):
+        chunk = rows[start : start + _SAVE_BATCH]
+        with transaction.atomic(), connection.cursor() as cursor:
+            if connection.vendor == "postgresql":
+                cursor.execute(
+                    "CREATE TEMP TABLE filters_verdict_load (completion_id bigint, project_id"
+                    " bigint, state text, flags jsonb, reasons jsonb, judge_score double"
+                    " precision, judge_rationale text, judge_key text, judge_error text,"
+                    " judge_reply text, duplicate_of_id bigint) ON COMMIT DROP"
                 )
-            CompletionVerdict.objects.bulk_create(
-                objs,
-                update_conflicts=True,
-                unique_fields=["completion"],
-                update_fields=[
-                    "project",
-                    "state",
-                    "flags",
-                    "reasons",
-                    "judge_score",
-                    "judge_rationale",
-                    "judge_key",
-                    "judge_error",
-                    "judge_reply",
-                    "duplicate_of",
-                    "updated_at",
-                ],
-            )
-
-
-# ---- human overrides ------------------------------------------------------------------------
-
-
-def verdict_restore(*, completion: Any, user: Any) -> CompletionVerdict:
-    """A human keeps a filtered-out completion: state → restored; flags and reasons stay."""
-    with transaction.atomic():
-        verdict = (
-            CompletionVerdict.objects.select_for_update().filter(completion=completion).first()
-        )
-        if verdict is None or verdict.state != VerdictState.FILTERED:
-            if verdict is not None and verdict.state == VerdictState.RESTORED:
-                return verdict
-            raise ValidationError("Only a filtered-out completion can be restored.")
-        verdict.state = VerdictState.RESTORED
-        verdict.restored_by = user
-        verdict.restored_at = timezone.now()
-        verdict.save(update_fields=["state", "restored_by", "restored_at", "updated_at"])
-    return verdict
-
-
-def verdict_unrestore(*, completion: Any, user: Any) -> CompletionVerdict:
-    """Undo a restore: back to filtered out (the filters' flags still stand)."""
-    with transaction.atomic():
-        verdict = (
-            CompletionVerdict.objects.select_for_update().filter(completion=completion).first()
-        )
-        if verdict is None or verdict.state != VerdictState.RESTORED:
-            if verdict is not None and verdict.state == VerdictState.FILTERED:
-                return verdict
-            raise ValidationError("Only a restored completion can be filtered out again.")
-        verdict.state = VerdictState.FILTERED if verdict.flags else VerdictState.PASSED
-        verdict.restored_by = None
-        verdict.restored_at = None
-        verdict.save(update_fields=["state", "restored_by", "restored_at", "updated_at"])
-    return verdict
+                with cursor.cursor.copy(f"COPY filters_verdict_load ({cols}) FROM STDIN") as copy:
+                    for cid, *rest in chunk:
+                        copy.write_row((cid, project_id, *rest))
+                cursor.execute(
+                    f"INSERT INTO {table} ({cols}, updated_at) SELECT {cols}, now()"
+                    f" FROM filters_verdict_load {upsert}"
+                )
+                # Dropped now too: inside an outer transaction ON COMMIT comes later.
+                cursor.execute("DROP TABLE filters_verdict_load")
+            else:
+                now = connection.ops.adapt_datetimefield_value(timezone.now())
+                marks = ", ".join(["%s"] * (len(_VERDICT_COLUMNS) + 1))
+                cursor.executemany(
+                    f"INSERT INTO {table} ({cols}, updated_at) VALUES ({marks}) {upsert}",
+                    [(cid, project_id, *rest, now) for cid, *rest in chunk],
+                )
