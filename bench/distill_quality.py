@@ -1,16 +1,28 @@
-"""Does distillation work? Two-digit addition with a character tokenizer, exact-match accuracy.
+"""Does distillation make better students? Sorting letters, exact match, through the engine's path.
 
-The answer is written least significant digit first ("12+39=" -> "15").
-A teacher (~0.45M parameters) is trained on ground truth. Four students about a tenth of its size
-then train for the same number of steps on the same prompts:
-  (a) scratch: ground-truth answers;  (b) sft: the teacher's greedy answers;
-  (c) kd: teacher's token ids + its full distribution (K = V), alpha = 1 (KL only);
-  (d) kd with top-5, alpha = 1;  (e) kd full with alpha = 0.5 (half the loss is CE on the teacher's
-  tokens, the engine's default), kept to show what the mix costs here.
-Students are randomly initialised and fully fine-tuned (lora=False): LoRA on a random base has
-nothing to adapt. Every run goes through workers.engine.train, the same code as the app.
+Task (workers/engine/tasks_synthetic.py): six distinct letters from a-o, then ">"; the answer is
+the letters in order ("kdbhaf>" -> "abdfhk"). A teacher trained on it with plain cross-entropy
+ranks the letters it has not written yet by their order, so its distribution says more than the
+one-hot target does (the second most likely letter is the next one in order, and so on).
 
-Run: .venv/bin/python bench/distill_quality.py  [--quick]
+Path, as far as the product has one without the web apps:
+  1. the teacher (a tiny Llama, BOS written by its chat template as Llama's is) is trained by
+     ``workers.engine.train`` on ground truth;
+  2. it answers the students' prompts through ``workers.engine.generate_local`` (the code
+     generation jobs run for local teachers), greedy, with ``top_logprobs`` = K; each answer's DTK1
+     record (``LocalResult.topk_blob``) is appended to a ``topk.bin`` shard and the rows are written
+     as a dataset version writes them (``train.jsonl`` for sft, ``train_kd.jsonl`` with
+     ``topk_ref`` for kd; distillapp/datasets/writer.py);
+  3. every student is trained by ``workers.engine.train`` from those files, equal data and steps;
+  4. students answer the held-out prompts through ``generate_local`` and are scored with
+     ``workers.engine.evaluation.reference.exact_match``.
+Students: (a) scratch on ground truth; (b) sft on the teacher's answers; (c) kd with the full
+distribution (K = V = 20, which is also the engine's largest K); (d) kd with top-5; (e) kd with
+top-2. KD uses alpha = 1 (KL only) at the engine's default T = 2. Five seeds (student
+initialisation and data order); the teacher and the data are the same for all seeds, so the seeds
+pair up: paired t-test and one-sided Wilcoxon signed-rank over seeds.
+
+Run: .venv/bin/python bench/distill_quality.py  [--quick] [--workers 2]
 """
 
 from __future__ import annotations
@@ -18,165 +30,284 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import torch  # noqa: E402
-from transformers import AutoModelForCausalLM  # noqa: E402
-
-from workers.engine.config import TrainConfig  # noqa: E402
-from workers.engine.quickgen import generate  # noqa: E402
-from workers.engine.toy import char_tokenizer, tiny_llama  # noqa: E402
-from workers.engine.train import train  # noqa: E402
-
-TEMPLATE = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
 TEACHER = {"hidden": 96, "layers": 3, "heads": 4, "intermediate": 384}
 STUDENT = {"hidden": 48, "layers": 2, "heads": 2, "intermediate": 96}
+COMMON: dict[str, Any] = {
+    "lora": False,  # random students: LoRA on a random base has nothing to adapt
+    "save_steps": 10**6,
+    "logging_steps": 100,
+    "max_length": 24,
+    "save_total_limit": 1,
+    "warmup_steps": 0.05,
+    "lr_scheduler": "cosine",
+}
+LABELS = {
+    "scratch": "(a) scratch, ground truth",
+    "sft": "(b) sft on teacher answers",
+    "kd_full": "(c) kd, full distribution (K=V=20)",
+    "kd_top5": "(d) kd, top-5",
+    "kd_top2": "(e) kd, top-2",
+}
 
 
-def problems(seed: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
-    pairs = [(a, b) for a in range(100) for b in range(100)]
-    random.Random(seed).shuffle(pairs)
-    return pairs[500:], pairs[:500]  # train pool, held-out
+def _threads() -> None:
+    import torch
 
-
-def answer(a: int, b: int) -> str:
-    # Least significant digit first: each digit then needs only its column and the carry, which a
-    # model this small learns in minutes on a CPU (written most significant first it does not).
-    return str(a + b)[::-1]
-
-
-def msgs(a: int, b: int) -> list[dict[str, str]]:
-    return [{"role": "user", "content": f"{a}+{b}="}]
-
-
-def write(path: Path, rows: list[dict]) -> str:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return str(path)
-
-
-def accuracy(model_dir: str, tok, held: list[tuple[int, int]]) -> float:  # type: ignore[no-untyped-def]
-    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
-    outs = generate(model, tok, [msgs(a, b) for a, b in held], max_new_tokens=5, batch_size=250)
-    return sum(o.text == answer(a, b) for o, (a, b) in zip(outs, held, strict=True)) / len(held)
+    # One thread per process: on a shared 2-core box two processes beat two threads.
+    torch.set_num_threads(1)
 
 
 def n_params(model_dir: str) -> int:
+    from transformers import AutoModelForCausalLM
+
     return sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(model_dir).parameters())
+
+
+def answers(model_dir: str, prompts: list[str], task: Any, top_logprobs: int = 0) -> list[Any]:
+    """Greedy answers through the local-teacher generation code."""
+    from workers.engine import generate_local as gl
+
+    lm = gl.load(model_dir, device="cpu", dtype="float32")
+    settings = gl.LocalSettings(max_new_tokens=task.length + 1, top_logprobs=top_logprobs)
+    requests = [gl.LocalRequest(i, task.messages(p)) for i, p in enumerate(prompts)]
+    return gl.generate_all(lm, requests, settings, batch_size=500)
+
+
+def exact(model_dir: str, prompts: list[str], task: Any) -> float:
+    from workers.engine.evaluation.reference import exact_match
+
+    outs = answers(model_dir, prompts, task)
+    hits = [exact_match(o.text, task.answer(p)) for o, p in zip(outs, prompts, strict=True)]
+    return sum(hits) / len(hits)
+
+
+def write_version(folder: Path, task: Any, prompts: list[str], outs: list[Any]) -> None:
+    """train.jsonl (sft) and train_kd.jsonl + topk.bin (kd), as a dataset version writes them."""
+    from workers.engine import topk_format
+
+    folder.mkdir(parents=True)
+    with (
+        open(folder / "train.jsonl", "w") as sft,
+        open(folder / "train_kd.jsonl", "w") as kd,
+        open(folder / "topk.bin", "wb") as shard,
+    ):
+        for p, o in zip(prompts, outs, strict=True):
+            line = {"completion": o.text, "messages": task.messages(p)}
+            sft.write(json.dumps(line, sort_keys=True) + "\n")
+            blob, _ = o.topk_blob()
+            offset, length = topk_format.append_to_shard(shard, blob)
+            ref = {"length": length, "offset": offset, "path": "topk.bin"}
+            kd.write(json.dumps({**line, "topk_ref": ref}, sort_keys=True) + "\n")
+
+
+def run_student(job: dict[str, Any]) -> tuple[str, int, float, float]:
+    _threads()
+    from workers.engine.config import TrainConfig
+    from workers.engine.tasks_synthetic import SortTask
+    from workers.engine.train import train
+
+    task = SortTask(**job["task"])
+    started = time.perf_counter()
+    method = "kd" if job["name"].startswith("kd") else "sft"
+    train(
+        TrainConfig(
+            data=job["data"],
+            base=job["base"],
+            out=job["out"],
+            method=method,
+            learning_rate=job["lr"],
+            batch_size=32,
+            max_steps=job["steps"],
+            seed=job["seed"],
+            teacher_tokenizer=job["teacher"] if method == "kd" else None,
+            temperature=job["temperature"],
+            alpha=1.0,
+            **COMMON,
+        )
+    )
+    acc = exact(job["out"], job["held"], task)
+    return job["name"], job["seed"], acc, time.perf_counter() - started
+
+
+def paired(kd: list[float], sft: list[float]) -> str:
+    from scipy import stats
+
+    if len(kd) < 2:
+        return "n/a (one seed)"
+    diff = [a - b for a, b in zip(kd, sft, strict=True)]
+    t = stats.ttest_rel(kd, sft)
+    try:
+        w = stats.wilcoxon(kd, sft, alternative="greater").pvalue
+    except ValueError:
+        w = float("nan")
+    return (
+        f"mean diff {statistics.mean(diff):+.3f} (per seed {', '.join(f'{d:+.3f}' for d in diff)}); "
+        f"paired t-test p = {t.pvalue:.4f} (two-sided); Wilcoxon one-sided p = {w:.4f}"
+    )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument(
-        "--quick", action="store_true", help="tiny step counts, to smoke-test the script"
-    )
-    ap.add_argument("--teacher-steps", type=int, default=1000)
-    ap.add_argument("--student-steps", type=int, default=800)
-    ap.add_argument("--student-prompts", type=int, default=2000)
-    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="tiny counts, to smoke-test the script")
+    ap.add_argument("--length", type=int, default=6)
+    ap.add_argument("--teacher-steps", type=int, default=1500)
+    ap.add_argument("--student-steps", type=int, default=600)
+    ap.add_argument("--student-prompts", type=int, default=1000)
+    ap.add_argument("--student-lr", type=float, default=5e-3)
+    ap.add_argument("--temperature", type=float, default=2.0)
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--students", default="scratch,sft,kd_full,kd_top5,kd_top2")
     args = ap.parse_args()
     if args.quick:
-        args.teacher_steps, args.student_steps, args.seeds = 20, 10, 1
-    # One thread: on a shared 2-core box, two threads per tiny model mostly wait on each other.
-    torch.set_num_threads(1)
+        args.teacher_steps, args.student_steps, args.seeds = 30, 10, 2
+    _threads()
+    from workers.engine.tasks_synthetic import SORT_CHARS, SortTask
+    from workers.engine.toy import BOS_CHAT_TEMPLATE, char_tokenizer, tiny_llama
+    from workers.engine.train import train
+
     started = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="distill_bench_"))
-    tok = char_tokenizer("0123456789+=", chat_template=TEMPLATE)
+    task = SortTask(length=args.length)
+    tok = char_tokenizer(SORT_CHARS, chat_template=BOS_CHAT_TEMPLATE)
     vocab = len(tok)
-    pool, held = problems(0)
-    base_common = {"lora": False, "save_steps": 10**6, "logging_steps": 100, "max_length": 16,
-                   "save_total_limit": 1, "warmup_steps": 0.05, "lr_scheduler": "cosine"}  # fmt: skip
+    pool, held = task.split(train=4500, held_out=500)
 
-    def make_base(name: str, seed: int, **size: int) -> str:
+    def make_base(name: str, seed: int, size: dict[str, int]) -> str:
         path = work / name
         tiny_llama(vocab, seed=seed, max_positions=32, **size).save_pretrained(path)
         tok.save_pretrained(path)
         return str(path)
 
-    # Teacher: ground truth on the whole training pool.
+    # 1. Teacher on ground truth over the whole pool.
+    from workers.engine.config import TrainConfig
+
     t0 = time.perf_counter()
-    gt_all = write(
-        work / "teacher.jsonl",
-        [{"messages": msgs(a, b), "completion": answer(a, b)} for a, b in pool],
+    gt = work / "teacher_gt.jsonl"
+    gt.write_text(
+        "".join(
+            json.dumps({"messages": task.messages(p), "completion": task.answer(p)}) + "\n"
+            for p in pool
+        )
     )
-    teacher_base = make_base("teacher_base", 1234, **TEACHER)
-    train(TrainConfig(data=gt_all, base=teacher_base, out=str(work / "teacher"), learning_rate=3e-3,
-                      batch_size=64, max_steps=args.teacher_steps, seed=1, **base_common))  # fmt: skip
-    teacher_dir = str(work / "teacher")
-    teacher_acc = accuracy(teacher_dir, tok, held)
-    teacher_time = time.perf_counter() - t0
-    print(f"teacher: {n_params(teacher_dir):,} params, held-out exact match {teacher_acc:.3f} "
-          f"({args.teacher_steps} steps, {teacher_time:.0f}s)", flush=True)  # fmt: skip
+    teacher = str(work / "teacher")
+    train(
+        TrainConfig(
+            data=str(gt),
+            base=make_base("teacher_base", 1234, TEACHER),
+            out=teacher,
+            learning_rate=3e-3,
+            batch_size=64,
+            max_steps=args.teacher_steps,
+            seed=1,
+            **COMMON,
+        )
+    )
+    teacher_acc = exact(teacher, held, task)
+    teacher_params = n_params(teacher)
+    print(
+        f"teacher: {teacher_params:,} params, held-out exact match {teacher_acc:.3f} "
+        f"({args.teacher_steps} steps, {time.perf_counter() - t0:.0f}s)",
+        flush=True,
+    )
 
-    # The teacher answers the students' prompts once; its top-k (K = V) is stored like a job's.
+    # 2. The teacher answers the students' prompts like a generation job, once per K.
     prompts = pool[: args.student_prompts]
-    teacher = AutoModelForCausalLM.from_pretrained(teacher_dir).eval()
-    outs = generate(
-        teacher, tok, [msgs(a, b) for a, b in prompts], max_new_tokens=5, batch_size=500, topk=vocab
+    data: dict[str, str] = {}
+    gt_path = work / "gt.jsonl"
+    gt_path.write_text(
+        "".join(
+            json.dumps({"messages": task.messages(p), "completion": task.answer(p)}) + "\n"
+            for p in prompts
+        )
     )
-    teacher_train_acc = sum(
-        o.text == answer(a, b) for o, (a, b) in zip(outs, prompts, strict=True)
-    ) / len(prompts)
-    data = {
-        "scratch": write(work / "gt.jsonl", [{"messages": msgs(a, b), "completion": answer(a, b)} for a, b in prompts]),
-        "sft": write(work / "sft.jsonl", [{"messages": msgs(a, b), "completion": o.text} for o, (a, b) in zip(outs, prompts, strict=True)]),
-    }  # fmt: skip
-    kd_alpha = {"kd_full": 1.0, "kd_top5": 1.0, "kd_full_a05": 0.5}
-    for name, k in (("kd_full", vocab), ("kd_top5", 5)):
-        rows = []
-        for o, (a, b) in zip(outs, prompts, strict=True):
-            assert o.topk_ids is not None and o.topk_logprobs is not None
-            lp = o.topk_logprobs[:, :k].astype("float16").astype(float)  # as stored: float16
-            rows.append({"messages": msgs(a, b), "token_ids": o.token_ids,
-                         "topk_ids": o.topk_ids[:, :k].tolist(), "topk_logprobs": lp.tolist()})  # fmt: skip
-        data[name] = write(work / f"{name}.jsonl", rows)
-    data["kd_full_a05"] = data["kd_full"]
+    data["scratch"] = str(gt_path)
+    stats_line = ""
+    for name, k in (("kd_full", vocab), ("kd_top5", 5), ("kd_top2", 2)):
+        outs = answers(teacher, prompts, task, top_logprobs=k)
+        write_version(work / f"version_{name}", task, prompts, outs)
+        data[name] = str(work / f"version_{name}" / "train_kd.jsonl")
+        if name == "kd_full":
+            data["sft"] = str(work / f"version_{name}" / "train.jsonl")
+            import numpy as np
 
-    results: dict[str, list[float]] = {name: [] for name in data}
-    student_params = 0
-    times: dict[str, float] = dict.fromkeys(data, 0.0)
+            top1 = np.concatenate([np.exp(o.topk_logprobs[:, 0].astype(float)) for o in outs])
+            hit = sum(o.text == task.answer(p) for o, p in zip(outs, prompts, strict=True))
+            stats_line = (
+                f"teacher on the students' prompts: exact match {hit / len(prompts):.3f}; "
+                f"mean top-1 probability {top1.mean():.3f}, median {np.median(top1):.4f}"
+            )
+    print(stats_line, flush=True)
+
+    # 3-4. Students: same prompts, steps, batch and learning rate; seeds pair up.
+    names = [n for n in args.students.split(",") if n]
+    jobs = []
     for seed in range(args.seeds):
-        student_base = make_base(f"student_base_{seed}", seed, **STUDENT)
-        student_params = n_params(student_base)
-        for name, path in data.items():
-            s0 = time.perf_counter()
-            method = "kd" if name.startswith("kd") else "sft"
-            out = str(work / f"{name}_{seed}")
-            train(TrainConfig(data=path, base=student_base, out=out, method=method, learning_rate=5e-3,
-                              batch_size=32, max_steps=args.student_steps, seed=seed,
-                              teacher_tokenizer=teacher_dir if method == "kd" else None,
-                              temperature=2.0, alpha=kd_alpha.get(name, 0.5), **base_common))  # fmt: skip
-            results[name].append(accuracy(out, tok, held))
-            times[name] += time.perf_counter() - s0
-            print(f"  seed {seed} {name:11s} exact match {results[name][-1]:.3f}", flush=True)
+        base = make_base(f"student_base_{seed}", seed, STUDENT)
+        for name in names:
+            jobs.append(
+                {
+                    "name": name,
+                    "seed": seed,
+                    "data": data[name],
+                    "base": base,
+                    "out": str(work / f"{name}_{seed}"),
+                    "teacher": teacher,
+                    "lr": args.student_lr,
+                    "steps": args.student_steps,
+                    "temperature": args.temperature,
+                    "held": held,
+                    "task": {"length": args.length},
+                }
+            )
+    student_params = n_params(str(work / "student_base_0"))
+    results: dict[str, dict[int, float]] = {n: {} for n in names}
+    times: dict[str, float] = dict.fromkeys(names, 0.0)
+    with ProcessPoolExecutor(max_workers=args.workers) as pool_exec:
+        for name, seed, acc, secs in pool_exec.map(run_student, jobs):
+            results[name][seed] = acc
+            times[name] += secs
+            print(f"  seed {seed} {name:8s} exact match {acc:.3f} ({secs:.0f}s)", flush=True)
 
     wall = time.perf_counter() - started
     print()
-    print(f"teacher {n_params(teacher_dir):,} params; students {student_params:,} params "
-          f"({student_params / n_params(teacher_dir):.2f}x); {args.student_steps} steps x batch 32 on "
-          f"{len(prompts)} prompts; teacher exact match on those prompts {teacher_train_acc:.3f}")  # fmt: skip
     print(
-        "| model | held-out exact match (mean ± sd over seeds) | per-seed | train+eval time/seed |"
+        f"sorting {args.length} of 15 letters; teacher {teacher_params:,} params, students "
+        f"{student_params:,} ({student_params / teacher_params:.3f}x); {args.student_steps} steps "
+        f"x batch 32 on {len(prompts)} prompts, lr {args.student_lr}; kd alpha 1, "
+        f"T {args.temperature}; held-out {len(held)} problems"
     )
-    print("|---|---|---|---|")
-    print(f"| teacher | {teacher_acc:.3f} | - | {teacher_time:.0f}s |")
-    labels = {"scratch": "(a) scratch, ground truth", "sft": "(b) sft on teacher outputs",
-              "kd_full": f"(c) kd, full top-k (K=V={vocab}), alpha 1", "kd_top5": "(d) kd, top-5, alpha 1",
-              "kd_full_a05": f"(e) kd, full top-k (K=V={vocab}), alpha 0.5"}  # fmt: skip
-    base_mean = statistics.mean(results["scratch"])
-    for name, accs in results.items():
+    print(stats_line)
+    print(f"| model | held-out exact match, mean ± sd over {args.seeds} seeds | per seed | "
+          "share of teacher | time/run |")  # fmt: skip
+    print("|---|---|---|---|---|")
+    print(f"| teacher | {teacher_acc:.3f} | - | 1.00 | - |")
+    for name in names:
+        accs = [results[name][s] for s in range(args.seeds)]
         sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
-        ratio = statistics.mean(accs) / base_mean if base_mean else float("nan")
-        per = ", ".join(f"{a:.3f}" for a in accs)
-        print(f"| {labels[name]} | {statistics.mean(accs):.3f} ± {sd:.3f} ({ratio:.2f}x scratch) | {per} | "
-              f"{times[name] / args.seeds:.0f}s |")  # fmt: skip
+        mean = statistics.mean(accs)
+        share = mean / teacher_acc if teacher_acc else float("nan")
+        print(
+            f"| {LABELS[name]} | {mean:.3f} ± {sd:.3f} | {', '.join(f'{a:.3f}' for a in accs)} | "
+            f"{share:.2f} | {times[name] / args.seeds:.0f}s |"
+        )
+    if "sft" in results:
+        sft = [results["sft"][s] for s in range(args.seeds)]
+        for name in names:
+            if name.startswith("kd") or name == "scratch":
+                other = [results[name][s] for s in range(args.seeds)]
+                print(f"{name} vs sft: {paired(other, sft)}")
     print(f"\nwall time {wall:.0f}s ({wall / 60:.1f} min); work dir {work}")
 
 

@@ -7,17 +7,30 @@ batch, Trainer's own loss. Tokens/s counts real (non-padding) tokens (attention-
 batches trained on) over the Trainer's train_runtime, on both sides. The engine's sft batches by
 length (group_by_length, its default) and its packing fills rows first-fit decreasing.
 
-Run: .venv/bin/python bench/train_throughput.py
+Second table, the app path: the same sft run launched through the app
+(`training_run_launch` → the `run_training` task function, as a gpu worker calls it → the runner
+supervising `python -m workers.engine train` as a child process, which streams a progress row
+every step into `TrainingMetric` rows and heart-beats the run), against `train()` called directly
+in this process with the same settings (also logging every step). Both tokens/s figures are the
+engine's own (real tokens over the training loop); the app path's fixed costs (child start-up,
+model load, merging the adapter, the model card) are reported separately as wall time. A throwaway
+SQLite database and media folder under the bench's temp folder hold the app's rows.
+
+Run: .venv/bin/python bench/train_throughput.py  [--app-only]
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import io
 import json
 import os
 import random
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -94,7 +107,122 @@ def engine(base: str, data: Path, out: str, packing: bool) -> float:
     return train(cfg).tokens_per_s
 
 
+APP_STEPS = 60
+APP_CONFIG = {"max_steps": APP_STEPS, "batch_size": BATCH, "max_length": MAX_LEN,
+              "logging_steps": 1, "save_steps": 10**6, "learning_rate": 2e-4, **LORA}  # fmt: skip
+
+
+def engine_direct(base: str, data: Path, out: str) -> dict[str, float]:
+    """The engine called in this process, logging every step like the app run."""
+    started = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):  # the Trainer prints every logged row
+        result = train(TrainConfig(data=str(data), base=base, out=out, **APP_CONFIG))  # type: ignore[arg-type]
+    wall = time.perf_counter() - started
+    return {"tokens_per_s": result.tokens_per_s, "wall_s": wall, "rows": APP_STEPS}
+
+
+class App:
+    """The app's training path on a throwaway SQLite database (Django set up once)."""
+
+    def __init__(self, work: Path, base: str, data: Path) -> None:
+        var = work / "var"
+        os.environ["DISTILLERY_VAR_DIR"] = str(var)
+        os.environ["DATABASE_URL"] = f"sqlite:///{var / 'bench.sqlite3'}"
+        os.environ.pop("DISTILLERY_MEDIA_ROOT", None)
+        os.environ["DJANGO_SETTINGS_MODULE"] = "distillapp.settings"
+        # The child trains with as many threads as the direct call.
+        os.environ["OMP_NUM_THREADS"] = str(torch.get_num_threads())
+        var.mkdir(parents=True, exist_ok=True)
+        import django
+
+        django.setup()
+        from django.conf import settings
+        from django.contrib.auth import get_user_model
+        from django.core.management import call_command
+
+        from distillapp.accounts.models import Organization
+        from distillapp.core import dispatch
+        from distillapp.core.runs.models import RunStatus
+        from distillapp.datasets.models import Dataset, DatasetVersion
+        from distillapp.projects.models import Project
+        from distillapp.training.models import BaseModel, BaseModelSource
+
+        call_command("migrate", verbosity=0)
+        dispatch.enqueue = lambda *a, **k: None  # the bench calls the task function itself
+        self.user = get_user_model().objects.create(username="bench")
+        org = Organization.objects.create(name="bench")
+        self.project = Project.objects.create(org=org, name="bench", created_by=self.user)
+        folder = Path(settings.MEDIA_ROOT) / "datasets" / "bench"
+        folder.mkdir(parents=True)
+        (folder / "train.jsonl").write_bytes(data.read_bytes())
+        rows = data.read_text().count("\n")
+        self.version = DatasetVersion.objects.create(
+            dataset=Dataset.objects.create(project=self.project, name="bench"),
+            project=self.project, number=1, status=RunStatus.SUCCEEDED, path="datasets/bench",
+            sha256="0" * 64, counts={"rows": rows, "train": rows, "validation": 0, "kd_rows": 0},
+        )  # fmt: skip
+        self.base_model = BaseModel.objects.create(
+            project=self.project, name="base", source=BaseModelSource.PATH, path=base,
+            resolved_path=base, status=RunStatus.SUCCEEDED,
+            inspection={"chars_per_token": 1.0, "architecture": "LlamaForCausalLM"},
+        )  # fmt: skip
+
+    def run(self) -> dict[str, float]:
+        from distillapp.training.models import TrainingMetric
+        from distillapp.training.services import training_run_launch
+        from workers.tasks.training import run_training
+
+        started = time.perf_counter()
+        run = training_run_launch(
+            project=self.project, user=self.user, dataset_version_id=self.version.pk,
+            base_model_id=self.base_model.pk, method="sft", config=dict(APP_CONFIG),
+        )  # fmt: skip
+        status = run_training(run.pk)
+        wall = time.perf_counter() - started
+        run.refresh_from_db()
+        if status != "succeeded":
+            raise SystemExit(f"app run {run.pk} {status}: {run.message}\n{run.log_tail[-2000:]}")
+        return {
+            "tokens_per_s": float(run.result["tokens_per_s"]),
+            "wall_s": wall,
+            "rows": TrainingMetric.objects.filter(run=run).count(),
+        }
+
+
+def app_path(work: Path, base: str, data: Path, repeats: int) -> None:
+    app = App(work, base, data)
+    runs: dict[str, list[dict[str, float]]] = {"engine called directly": [], "app path": []}
+    for rep in range(repeats):  # interleaved, as above
+        runs["engine called directly"].append(engine_direct(base, data, str(work / f"d{rep}")))
+        runs["app path"].append(app.run())
+    print()
+    print(f"app path vs the engine called directly: sft, LoRA r={LORA['lora_r']}, batch {BATCH}, "
+          f"{APP_STEPS} steps, max_length {MAX_LEN}, a progress row every step, {repeats} "
+          f"interleaved repeats, {torch.get_num_threads()} thread(s)")  # fmt: skip
+    print(
+        "| variant | real tokens/s in the loop (median) | runs | metric rows | wall time per run (median) |"
+    )
+    print("|---|---|---|---|---|")
+    for name, values in runs.items():
+        tps = [v["tokens_per_s"] for v in values]
+        print(f"| {name} | {statistics.median(tps):,.0f} | {', '.join(f'{v:,.0f}' for v in tps)} | "
+              f"{', '.join(str(int(v['rows'])) for v in values)} | "
+              f"{statistics.median(v['wall_s'] for v in values):.1f}s |")  # fmt: skip
+    direct = statistics.median(v["tokens_per_s"] for v in runs["engine called directly"])
+    app_tps = statistics.median(v["tokens_per_s"] for v in runs["app path"])
+    overhead = (direct - app_tps) / direct * 100
+    fixed = statistics.median(v["wall_s"] for v in runs["app path"]) - statistics.median(
+        v["wall_s"] for v in runs["engine called directly"]
+    )
+    print(f"app path overhead: {overhead:.1f}% of tokens/s (target <= 5%); fixed cost per run "
+          f"(child start-up, merge, model card, rows): {fixed:+.1f}s of wall time")  # fmt: skip
+
+
 def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--app-only", action="store_true", help="only the app path vs direct table")
+    ap.add_argument("--repeats", type=int, default=REPEATS, help="repeats of the app path table")
+    args = ap.parse_args()
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))
     work = Path(tempfile.mkdtemp(prefix="throughput_bench_"))
     tok = char_tokenizer()
@@ -103,6 +231,12 @@ def main() -> None:
     tok.save_pretrained(base)
     data = work / "data.jsonl"
     make_data(data)
+    if not args.app_only:
+        engine_vs_trainer(base, data, work)
+    app_path(work, base, data, args.repeats)
+
+
+def engine_vs_trainer(base: str, data: Path, work: Path) -> None:
     runs: dict[str, list[float]] = {
         "plain Trainer": [],
         "engine sft": [],

@@ -108,11 +108,13 @@ def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
 def _register_routers() -> None:
     from distillapp.accounts.api import router as accounts_router
     from distillapp.datasets.api import router as datasets_router
+    from distillapp.evaluation.api import router as evaluation_router
     from distillapp.filters.api import router as filters_router
     from distillapp.generation.api import router as generation_router
     from distillapp.projects.api import router as projects_router
     from distillapp.prompts.api import router as prompts_router
     from distillapp.review.api import router as review_router
+    from distillapp.training.api import router as training_router
 
     for router in (
         accounts_router,
@@ -122,6 +124,8 @@ def _register_routers() -> None:
         filters_router,
         review_router,
         datasets_router,
+        training_router,
+        evaluation_router,
     ):
         api.add_router("/", router)
 

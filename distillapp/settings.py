@@ -48,6 +48,8 @@ INSTALLED_APPS = [
     "distillapp.filters",
     "distillapp.review",
     "distillapp.datasets",
+    "distillapp.training",
+    "distillapp.evaluation",
     "distillapp.demo",
 ]
 
@@ -260,3 +262,15 @@ CELERY_BROKER_VISIBILITY_TIMEOUT = env_int("DISTILLERY_BROKER_VISIBILITY_TIMEOUT
 # teacher's own concurrency) and its per-request timeout in seconds.
 FILTERS_JUDGE_CONCURRENCY = env_int("DISTILLERY_JUDGE_CONCURRENCY", 8)
 FILTERS_JUDGE_TIMEOUT = env_int("DISTILLERY_JUDGE_TIMEOUT", 60)
+
+# Training (distillapp/training): processes per training run on a gpu worker. 0 = one per GPU the
+# worker sees (CUDA_VISIBLE_DEVICES, else nvidia-smi), one process on a CPU-only host; above 1 the
+# child is started with torchrun (DDP).
+TRAINING_PROCESSES = env_int("DISTILLERY_TRAINING_PROCESSES", 0)
+
+# Evaluation (distillapp/evaluation): the price of one GPU hour in USD, for the $ per 1k requests
+# of local models (measured throughput × this price).
+EVAL_GPU_HOUR_USD = float(env_str("DISTILLERY_GPU_HOUR_USD", "2.0") or "2.0")
+# How many prompts each local model answers one at a time (latency and batch-1 tokens/s) before
+# the rest go in batches. Not a user setting.
+EVAL_BATCH1_REQUESTS = 8

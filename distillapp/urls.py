@@ -21,4 +21,6 @@ urlpatterns = [
     path("", include("distillapp.filters.urls")),
     path("", include("distillapp.review.urls")),
     path("", include("distillapp.datasets.urls")),
+    path("", include("distillapp.training.urls")),
+    path("", include("distillapp.evaluation.urls")),
 ]

@@ -171,6 +171,37 @@ def _dataset_values(project, alice) -> dict:
     return {"dataset_id": dataset.pk, "version_id": version.pk}
 
 
+def _evaluation_values(project, alice) -> dict:
+    """An eval set with one item (with an unverified reference), for the access matrix."""
+    from distillapp.evaluation.models import EvalItem, EvalSet
+
+    eval_set = EvalSet.objects.create(
+        project=project, name="world", kind="uploaded", item_count=1, created_by=alice
+    )
+    item = EvalItem.objects.create(
+        eval_set=eval_set, project=project, position=1, text="2 + 2?", reference="4"
+    )
+    from distillapp.evaluation.models import EvalRun
+
+    run = EvalRun.objects.create(project=project, name="world", created_by=alice)
+    run.eval_sets.set([eval_set])
+    return {"eval_set_id": eval_set.pk, "eval_item_id": item.pk, "eval_run_id": run.pk}
+
+
+def _training_values(project, alice, version_id: int) -> dict:
+    """A base model, a (queued) training run of it with an artefact row, for the access matrix."""
+    from distillapp.training.models import BaseModel, TrainingArtifact, TrainingRun
+
+    base_model = BaseModel.objects.create(
+        project=project, name="world", source="path", path="/nonexistent", created_by=alice
+    )
+    run = TrainingRun.objects.create(
+        project=project, dataset_version_id=version_id, base_model=base_model, created_by=alice
+    )
+    TrainingArtifact.objects.create(run=run, name="adapter", path="nowhere")
+    return {"base_model_id": base_model.pk, "training_run_id": run.pk, "artifact_name": "adapter"}
+
+
 @pytest.fixture
 def world(project, alice, adam, bob, vera, charlie):
     """One of every object kind in `project`, keyed by the URL kwarg that names it."""
@@ -196,7 +227,9 @@ def world(project, alice, adam, bob, vera, charlie):
         "invitation_id": invitation.pk,
         "username": "vera",
         **_dataset_values(project, alice),
+        **_evaluation_values(project, alice),
     }
+    values.update(_training_values(project, alice, values["version_id"]))
     return {
         "values": values,
         "alice": alice,

@@ -63,6 +63,12 @@ BUILDABLE = {
     "username",
     "dataset_id",
     "version_id",
+    "eval_set_id",
+    "eval_item_id",
+    "eval_run_id",
+    "base_model_id",
+    "training_run_id",
+    "artifact_name",
 }
 # Pages only owners may read (admins get 403 there): the audit log.
 OWNER_ONLY = re.compile(r"(^|/)audit(/|$)")

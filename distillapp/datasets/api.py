@@ -164,6 +164,13 @@ def cancel_version(request: HttpRequest, version_id: int) -> VersionOut:
     return VersionOut(**_version_fields(v))
 
 
+@router.post("/dataset-versions/{version_id}/resume", response={202: VersionOut})
+def resume_version(request: HttpRequest, version_id: int) -> Status:
+    """Build a failed or cancelled version again (422 for any other status)."""
+    v = services.dataset_version_resume(version=_version(request, version_id, Role.ADMIN))
+    return Status(202, VersionOut(**_version_fields(v)))
+
+
 @router.delete("/dataset-versions/{version_id}", response={204: None})
 def delete_version(request: HttpRequest, version_id: int) -> Status:
     services.dataset_version_delete(version=_version(request, version_id, Role.ADMIN))
@@ -182,3 +189,12 @@ def download_version(
         return downloads.version_download(version=version, fmt=format, split=split)
     except downloads.NotDownloadable as exc:
         raise HttpError(409, str(exc)) from exc
+
+
+def _add_completions() -> None:
+    from distillapp.datasets.completions_api import router as completions_router
+
+    router.add_router("", completions_router)
+
+
+_add_completions()

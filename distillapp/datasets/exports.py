@@ -1,6 +1,6 @@
 """Exports of a built version: chat JSONL (streamed from the Parquet file), Parquet, and a Hugging
 Face `datasets` folder (`save_to_disk`, zipped, with a dataset card), which the build writes on the
-worker because it needs the `datasets` package and the whole split in memory."""
+worker (it needs the `datasets` package) from Arrow streams written beside the Parquet file."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 import pyarrow.parquet as pq
+
+from distillapp.datasets.writer import HF_SCHEMA, hf_stream_name
 
 HF_ZIP = "hf.zip"
 SPLITS = ("train", "validation")
@@ -41,31 +42,6 @@ def file_chunks(path: Path, chunk: int = 1 << 20) -> Iterator[bytes]:
     with open(path, "rb") as fh:
         while block := fh.read(chunk):
             yield block
-
-
-def _split_table(parquet_path: Path, split: str) -> pa.Table:
-    table = pq.read_table(
-        parquet_path,
-        columns=["split", "messages", "completion", "source", "teacher_exact", "prompt_id"],
-        filters=[("split", "=", split)],
-    )
-    messages = [
-        [*json.loads(m), {"role": "assistant", "content": c}]
-        for m, c in zip(
-            table.column("messages").to_pylist(),
-            table.column("completion").to_pylist(),
-            strict=True,
-        )
-    ]
-    message_type = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
-    return pa.table(
-        {
-            "messages": pa.array(messages, type=message_type),
-            "prompt_id": table.column("prompt_id"),
-            "source": table.column("source"),
-            "teacher_exact": table.column("teacher_exact"),
-        }
-    )
 
 
 def dataset_card(
@@ -133,28 +109,36 @@ def hf_available() -> bool:
 
 def write_hf_zip(folder: Path, *, card: str) -> bool:
     """Write `hf.zip` (a `DatasetDict.save_to_disk` folder plus README.md) into the version's
-    folder. Returns False, writing nothing, when the `datasets` package is not installed."""
+    folder from the Arrow streams the writer left there (`writer.hf_stream_name`), memory-mapped,
+    so no split is ever whole in memory. Removes the streams. Returns False, writing no zip,
+    when the `datasets` package is not installed."""
+    streams = {split: folder / hf_stream_name(split) for split in SPLITS}
     try:
-        import datasets
-    except ImportError:
-        return False
-    from datasets.table import InMemoryTable
+        try:
+            import datasets
+        except ImportError:
+            return False
+        from datasets.table import InMemoryTable
 
-    datasets.disable_progress_bars()
-
-    parquet_path = folder / "rows.parquet"
-    splits = {}
-    for split in SPLITS:
-        table = _split_table(parquet_path, split)
-        if table.num_rows or split == "train":
-            splits[split] = datasets.Dataset(InMemoryTable(table))
-    with tempfile.TemporaryDirectory(dir=folder) as tmp:
-        out = Path(tmp) / "dataset"
-        datasets.DatasetDict(splits).save_to_disk(str(out))
-        (out / "README.md").write_text(card, encoding="utf-8")
-        with zipfile.ZipFile(folder / HF_ZIP, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-            for path in sorted(out.rglob("*")):
-                if path.is_file():
-                    zf.write(path, Path("dataset") / path.relative_to(out))
-        shutil.rmtree(out, ignore_errors=True)
-    return True
+        datasets.disable_progress_bars()
+        splits = {}
+        for split, stream in streams.items():
+            if stream.is_file():
+                splits[split] = datasets.Dataset.from_file(str(stream), in_memory=False)
+            elif split == "train":
+                splits[split] = datasets.Dataset(InMemoryTable(HF_SCHEMA.empty_table()))
+        with tempfile.TemporaryDirectory(dir=folder) as tmp:
+            out = Path(tmp) / "dataset"
+            datasets.DatasetDict(splits).save_to_disk(str(out))
+            (out / "README.md").write_text(card, encoding="utf-8")
+            with zipfile.ZipFile(
+                folder / HF_ZIP, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1
+            ) as zf:
+                for path in sorted(out.rglob("*")):
+                    if path.is_file():
+                        zf.write(path, Path("dataset") / path.relative_to(out))
+            shutil.rmtree(out, ignore_errors=True)
+        return True
+    finally:
+        for stream in streams.values():
+            stream.unlink(missing_ok=True)

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from django.db import connections
 from django.db.models import BooleanField, ExpressionWrapper, Q, QuerySet
 
 from distillapp.datasets.models import Dataset, DatasetVersion
@@ -66,6 +68,10 @@ class Row:
     has_topk: bool  # teacher_exact and the completion stored a top-k record
     judge_score: float | None
     verdict_state: str | None
+    # The prompt's messages as canonical JSON (computed once per prompt; the writer reuses it).
+    messages_json: str = ""
+    # The DTK1 bytes when `has_topk` and the rows were asked `with_topk` (the build).
+    topk: bytes | None = None
 
     @property
     def key(self) -> str:
@@ -130,26 +136,58 @@ def _dedupe_key(mode: str, prompt_id: int, target: str) -> int:
     return int.from_bytes(h.digest(), "big")
 
 
+def _raw_rows(qs: QuerySet[Any]) -> Iterator[tuple[Any, ...]]:
+    """The query's rows as plain tuples from a server-side cursor (PostgreSQL), `CHUNK` at a
+    time: no model or converter work per row (JSON columns stay text; the caller parses each
+    prompt's messages once)."""
+    sql, params = qs.query.get_compiler(using=qs.db).as_sql()
+    with connections[qs.db].chunked_cursor() as cursor:
+        cursor.execute(sql, params)
+        while rows := cursor.fetchmany(CHUNK):
+            yield from rows
+
+
+def _messages(raw: Any, text: str) -> list[dict[str, str]]:
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            raw = None
+    return chat_messages(raw, text)
+
+
 def dataset_rows(
-    *, project: Project, recipe: Recipe, stats: Counter[str] | None = None
+    *,
+    project: Project,
+    recipe: Recipe,
+    stats: Counter[str] | None = None,
+    with_topk: bool = False,
 ) -> Iterator[Row]:
     """The rows `recipe` selects, in a stable order (prompt id, then completion id).
 
     `stats` (when given) receives what was kept and dropped, and why: candidates,
-    dropped_reasoning, dropped_no_reference, dropped_per_prompt, dropped_duplicates."""
+    dropped_reasoning, dropped_no_reference, dropped_per_prompt, dropped_duplicates.
+    Memory: pair dedupe keeps the hashes of one prompt's rows (rows come grouped by prompt);
+    target dedupe keeps an 8-byte hash per row of the whole version."""
     stats = stats if stats is not None else Counter()
     best = set(BestPick.objects.filter(project=project).values_list("completion_id", flat=True))
-    qs = (
-        candidates_queryset(project=project, recipe=recipe)
-        .annotate(has_topk=ExpressionWrapper(Q(topk__isnull=False), output_field=BooleanField()))
-        .order_by("prompt_id", "id")
-        .values_list(*_FIELDS)
-    )
+    qs = candidates_queryset(project=project, recipe=recipe).order_by("prompt_id", "id")
+    if with_topk:  # the bytes come with the row: no second query per batch
+        qs = qs.values_list(*_FIELDS[:-1], "topk")
+    else:
+        qs = qs.annotate(
+            has_topk=ExpressionWrapper(Q(topk__isnull=False), output_field=BooleanField())
+        ).values_list(*_FIELDS)
+    per_prompt_dedupe = recipe.dedupe == "pair"
     seen: set[int] = set()
-    for prompt_id, group in itertools.groupby(qs.iterator(chunk_size=CHUNK), key=lambda r: r[2]):
+    reasoning = recipe.reasoning
+    for prompt_id, group in itertools.groupby(_raw_rows(qs), key=lambda r: r[2]):
         qualifying: list[tuple[Row, bool]] = []
+        messages: list[dict[str, str]] | None = None
+        messages_json = ""
+        n = 0
         for r in group:
-            stats["candidates"] += 1
+            n += 1
             (cid, job_id, _pid, sample, text, state, target_text, adj, bulk) = r[:9]
             (v_state, score, p_messages, p_text, reference, set_id, split, has_topk) = r[9:]
             if split != Split.TRAIN:  # cannot happen: the query asks for train only
@@ -167,9 +205,9 @@ def dataset_rows(
                 )
             else:
                 target, source = text, "unreviewed"
-            if recipe.reasoning == "strip":
+            if reasoning == "strip":
                 target = strip_reasoning(target)
-            elif recipe.reasoning == "match_reference":
+            elif reasoning == "match_reference":
                 if reference is None or not reference.strip():
                     stats["dropped_no_reference"] += 1
                     continue
@@ -179,6 +217,9 @@ def dataset_rows(
             if not target.strip():
                 stats["dropped_empty"] += 1
                 continue
+            if messages is None:
+                messages = _messages(p_messages, p_text)
+                messages_json = _dumps(messages)
             exact = target == text
             row = Row(
                 completion_id=cid,
@@ -186,16 +227,19 @@ def dataset_rows(
                 prompt_id=prompt_id,
                 prompt_set_id=set_id,
                 sample_index=sample,
-                messages=chat_messages(p_messages, p_text),
+                messages=messages,
                 target=target,
                 source=source,
                 split="train",
                 teacher_exact=exact,
                 has_topk=bool(exact and has_topk),
+                topk=bytes(has_topk) if with_topk and exact and has_topk else None,
                 judge_score=score,
                 verdict_state=v_state,
+                messages_json=messages_json,
             )
             qualifying.append((row, cid in best))
+        stats["candidates"] += n
         if recipe.per_prompt == "one" and len(qualifying) > 1:
             chosen = min(
                 qualifying,
@@ -217,6 +261,17 @@ def dataset_rows(
             and _unit(recipe.seed, prompt_id) < recipe.validation_fraction
             else "train"
         )
+        if per_prompt_dedupe:
+            # Same prompt, same target: only this prompt's targets matter (rows come by prompt).
+            targets: set[str] = set()
+            for row, _best in qualifying:
+                if row.target in targets:
+                    stats["dropped_duplicates"] += 1
+                    continue
+                targets.add(row.target)
+                row.split = split
+                yield row
+            continue
         for row, _best in qualifying:
             key = _dedupe_key(recipe.dedupe, prompt_id, row.target)
             if key in seen:
@@ -225,6 +280,10 @@ def dataset_rows(
             seen.add(key)
             row.split = split
             yield row
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
 
 
 def recipe_preview(*, project: Project, recipe: Recipe) -> dict[str, Any]:

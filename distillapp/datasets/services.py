@@ -8,6 +8,7 @@ builds, and a worker that takes over a killed build first removes whatever a dea
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -36,7 +37,7 @@ from distillapp.datasets import exports, writer
 from distillapp.datasets.models import Dataset, DatasetVersion
 from distillapp.datasets.recipe import Recipe, recipe_parse
 from distillapp.datasets.selectors import CHUNK, Row, candidates_queryset, dataset_rows
-from distillapp.generation.models import Completion, GenerationJob
+from distillapp.generation.models import GenerationJob
 from distillapp.projects.models import Project
 from distillapp.prompts.models import PromptSet
 from distillapp.prompts.selectors import ensure_trainable
@@ -125,9 +126,43 @@ def dataset_version_resume(*, version: DatasetVersion) -> DatasetVersion:
     return run_resume(version)
 
 
+LICENSE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+-]*$")
+
+
+def project_license_set(*, project: Project, license: str, user: Any) -> Project:  # noqa: A002
+    """Set the licence the dataset cards of `project` state (`project.settings["license"]`, an
+    SPDX id such as apache-2.0, or "other"; empty clears it). Built versions keep the licence
+    they were built with (it is copied into their lineage)."""
+    value = (license or "").strip()
+    if value and (len(value) > 64 or not LICENSE_RE.match(value)):
+        raise ValidationError(
+            {"license": ["Use an SPDX identifier such as apache-2.0 or cc-by-4.0, or other."]}
+        )
+    with transaction.atomic():
+        locked = Project.objects.select_for_update().get(pk=project.pk)
+        settings_ = dict(locked.settings or {})
+        if value:
+            settings_["license"] = value
+        else:
+            settings_.pop("license", None)
+        Project.objects.filter(pk=project.pk).update(settings=settings_)
+        audit_record(
+            org=project.org,
+            actor=user,
+            action="dataset.license",
+            target=project.name,
+            details={"project": project.pk, "license": value},
+        )
+    project.settings = settings_
+    return project
+
+
 def version_in_use(*, version: DatasetVersion) -> str | None:
-    """Why `version` cannot be deleted, or None. The hook for training runs: when they exist,
-    a version that one of them used must answer here."""
+    """Why `version` cannot be deleted, or None: a training run used it (reverse relation
+    from distillapp.training, looked up by name so this app does not import it)."""
+    runs = getattr(version, "training_runs", None)
+    if runs is not None and runs.exists():
+        return "Training runs used this version; it cannot be deleted."
     return None
 
 
@@ -227,40 +262,34 @@ def _build(*, version: DatasetVersion, token: str, tmp: Path, final: Path) -> di
         DatasetVersion, pk=version.pk, token=token, total=total, done=0, message="Selecting rows."
     )
     parent = version.parent if version.parent_id else None
-    parent_keys: dict[str, str] = {}
     parent_parquet = version_file(parent, "rows.parquet") if parent is not None else None
-    if parent_parquet is not None:
-        parent_keys = writer.read_keys(parent_parquet)
+    parent_rows = (
+        writer.ParentRows(parent_parquet, examples=DIFF_EXAMPLES) if parent_parquet else None
+    )
 
     stats: Counter[str] = Counter()
-    counts: Counter[str] = Counter()
     sources: Counter[str] = Counter()
     verdicts: Counter[str] = Counter()
     jobs_used: set[int] = set()
-    prompts_used_count = 0
+    n_train = n_validation = n_exact = n_topk = target_chars = prompt_chars = 0
+    prompts_used_count = chars = 0
     last_prompt = None
     diff: dict[str, Any] = {"added": 0, "changed": 0, "removed": 0, "unchanged": 0}
     examples: dict[str, list[dict[str, Any]]] = {"added": [], "changed": []}
-    seen_parent = 0
 
     out = writer.VersionWriter(tmp)
     try:
         batch: list[Row] = []
 
         def flush() -> None:
-            nonlocal seen_parent
-            ensure_trainable(row.prompt_id for row in batch)
-            need = [row.completion_id for row in batch if row.has_topk]
-            blobs = {
-                cid: bytes(blob)
-                for cid, blob in Completion.objects.filter(pk__in=need).values_list("id", "topk")
-                if blob
-            }
+            ensure_trainable({row.prompt_id for row in batch})
+            blobs = {row.completion_id: row.topk for row in batch if row.topk}
             for row, (key, sha) in zip(batch, out.add(batch, blobs), strict=True):
-                before = parent_keys.get(key)
+                before = (
+                    parent_rows.match(row.prompt_id, row.completion_id) if parent_rows else None
+                )
                 kind = "added" if before is None else "unchanged" if before == sha else "changed"
                 diff[kind] += 1
-                seen_parent += before is not None
                 if kind in examples and len(examples[kind]) < DIFF_EXAMPLES:
                     examples[kind].append(_example(key, row.messages, row.target))
             batch.clear()
@@ -274,19 +303,23 @@ def _build(*, version: DatasetVersion, token: str, tmp: Path, final: Path) -> di
             if status == RunStatus.CANCELLING:
                 raise _Cancelled
 
-        for row in dataset_rows(project=project, recipe=recipe, stats=stats):
+        for row in dataset_rows(project=project, recipe=recipe, stats=stats, with_topk=True):
             batch.append(row)
-            counts[row.split] += 1
-            counts["teacher_exact"] += row.teacher_exact
-            counts["topk_rows"] += row.has_topk
-            counts["target_chars"] += len(row.target)
-            counts["prompt_chars"] += sum(len(m["content"]) for m in row.messages)
-            sources[row.source] += 1
-            verdicts[row.verdict_state or "none"] += 1
-            jobs_used.add(row.job_id)
+            if row.split == "train":
+                n_train += 1
+            else:
+                n_validation += 1
+            n_exact += row.teacher_exact
+            n_topk += row.has_topk
+            target_chars += len(row.target)
             if row.prompt_id != last_prompt:
                 prompts_used_count += 1
                 last_prompt = row.prompt_id
+                chars = sum(len(m["content"]) for m in row.messages)
+            prompt_chars += chars
+            sources[row.source] += 1
+            verdicts[row.verdict_state or "none"] += 1
+            jobs_used.add(row.job_id)
             if len(batch) >= CHUNK:
                 flush()
         if batch:
@@ -296,10 +329,10 @@ def _build(*, version: DatasetVersion, token: str, tmp: Path, final: Path) -> di
         out.abort()
         raise
 
-    removed_keys = [k for k in parent_keys if k not in _keys_written(tmp)] if parent_keys else []
-    diff["removed"] = len(removed_keys)
-    if parent_parquet is not None:
-        old = writer.read_rows_by_key(parent_parquet, removed_keys[:DIFF_EXAMPLES])
+    if parent_rows is not None and parent_parquet is not None:
+        parent_rows.finish()
+        diff["removed"] = parent_rows.removed
+        old = writer.read_rows_by_key(parent_parquet, parent_rows.removed_examples)
         examples["removed"] = [
             _example(k, _loads(r["messages"]), r["completion"]) for k, r in old.items()
         ]
@@ -316,14 +349,14 @@ def _build(*, version: DatasetVersion, token: str, tmp: Path, final: Path) -> di
     built_at = timezone.now()
     totals = {
         "rows": out.rows,
-        "train": counts["train"],
-        "validation": counts["validation"],
+        "train": n_train,
+        "validation": n_validation,
         "prompts": prompts_used_count,
-        "teacher_exact": counts["teacher_exact"],
-        "topk_rows": counts["topk_rows"],
+        "teacher_exact": n_exact,
+        "topk_rows": n_topk,
         "kd_rows": out.kd_rows,
-        "target_chars": counts["target_chars"],
-        "prompt_chars": counts["prompt_chars"],
+        "target_chars": target_chars,
+        "prompt_chars": prompt_chars,
         "sources": dict(sorted(sources.items())),
         "candidates": stats["candidates"],
         "dropped": {
@@ -372,10 +405,6 @@ def _build(*, version: DatasetVersion, token: str, tmp: Path, final: Path) -> di
         "done": total,
         "total": total,
     }
-
-
-def _keys_written(folder: Path) -> set[str]:
-    return set(writer.read_keys(folder / "rows.parquet"))
 
 
 def _loads(value: str) -> Any:

@@ -209,3 +209,33 @@ def dataset_version_delete(request: HtmxHttpRequest, version_id: int) -> HttpRes
         return redirect("dataset_version_detail", version.pk)
     messages.success(request, f"Version {version.number} deleted.")
     return redirect("dataset_detail", version.dataset_id)
+
+
+@login_required
+@require_POST
+def dataset_version_resume(request: HtmxHttpRequest, version_id: int) -> HttpResponse:
+    """Build a failed or cancelled version again (admins and owners)."""
+    version, _membership = _version(request, version_id, Role.ADMIN)
+    try:
+        services.dataset_version_resume(version=version)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    else:
+        messages.success(request, f"Building version {version.number} again.")
+    return redirect("dataset_version_detail", version.pk)
+
+
+@login_required
+@require_POST
+def dataset_license(request: HtmxHttpRequest, project_id: int) -> HttpResponse:
+    """The licence the project's dataset cards state (admins and owners)."""
+    project, _membership = get_project_for_user(request.user, project_id, Role.ADMIN)
+    try:
+        services.project_license_set(
+            project=project, license=request.POST.get("license", ""), user=request.user
+        )
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    else:
+        messages.success(request, "Licence saved; it applies to versions built from now on.")
+    return redirect("dataset_list", project.pk)

@@ -15,6 +15,8 @@ PROVIDERS = [
     "distillapp.filters.sections.project_section",
     "distillapp.review.sections.project_section",
     "distillapp.datasets.sections.project_section",
+    "distillapp.training.sections.project_section",
+    "distillapp.evaluation.sections.project_section",
 ]
 
 

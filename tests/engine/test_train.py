@@ -18,6 +18,7 @@ PROGRESS_KEYS = {
     "loss",
     "eval_loss",
     "learning_rate",
+    "grad_norm",
     "tokens_per_s",
     "eta_s",
     "epoch",

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.django_db
 
 def run() -> str:
     out = io.StringIO()
-    call_command("demo_setup", stdout=out)
+    call_command("demo_setup", "--no-models", stdout=out)  # models: tests/demo
     return out.getvalue()
 
 
@@ -35,7 +35,7 @@ def test_demo_setup_is_idempotent_and_prints_a_working_login(tmp_path, monkeypat
     project = Project.objects.get(name="Demo project", org__name="Demo")
     assert project.guidelines_md
     assert Membership.objects.get(user=user, org=project.org).role == Role.OWNER
-    prompt_set = PromptSet.objects.get(project=project)
+    prompt_set = PromptSet.objects.get(project=project, name="Demo prompts")
     assert prompt_set.total_count >= 35 and prompt_set.heldout_count >= 1
     assert prompt_set.prompts.filter(messages__1__isnull=False).exists()  # some chats
     assert prompt_set.prompts.exclude(reference=None).exists()

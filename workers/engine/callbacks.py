@@ -82,6 +82,7 @@ class ProgressCallback(TrainerCallback):
             "loss": logs.get("loss"),
             "eval_loss": logs.get("eval_loss"),
             "learning_rate": logs.get("learning_rate"),
+            "grad_norm": logs.get("grad_norm"),
             "tokens_per_s": round(tokens / elapsed, 1) if "loss" in logs and elapsed > 0 else None,
             "eta_s": round(per_step * (state.max_steps - state.global_step), 1)
             if per_step is not None

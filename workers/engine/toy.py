@@ -11,6 +11,9 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 
 SPECIALS = ["<pad>", "<unk>", "<s>", "</s>"]
 DEFAULT_CHARS = string.printable.replace("\x0b", "").replace("\x0c", "")
+# Writes the BOS token itself, as Llama's templates do (the text is then tokenised without
+# add_special_tokens, so BOS appears once); the user's content follows as is.
+BOS_CHAT_TEMPLATE = "{{ bos_token }}{% for m in messages %}{{ m['content'] }}{% endfor %}"
 
 
 def char_tokenizer(chars: str = DEFAULT_CHARS, chat_template: str | None = None):  # type: ignore[no-untyped-def]

@@ -120,7 +120,9 @@ def _prepare_out_dir(config: TrainConfig, lineage: dict[str, Any]) -> str | None
     """Create or check the output folder; return the checkpoint to resume from, if any."""
     run_path = os.path.join(config.out, "run.json")
     ckpt_dir = os.path.join(config.out, "checkpoints")
-    if os.path.exists(run_path) and not config.resume:
+    # Under torchrun rank 0 writes run.json below while the other ranks get here: only rank 0
+    # decides (if it refuses, torchrun stops the others).
+    if os.path.exists(run_path) and not config.resume and _is_main_process():
         raise RunStateError(
             f"{config.out} already holds a run; pass resume or choose another folder"
         )
