@@ -16,6 +16,9 @@
 
   const TRAIN = "#2b6cb0";
   const EVAL = "#c05621";
+  // Whole steps only on the x axis (uPlot would otherwise label 2.5, 7.5, ...).
+  const STEP_TICKS = [1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 2000, 2500, 5000, 10000,
+    20000, 25000, 50000, 100000, 200000, 250000, 500000, 1000000];
 
   function isActive(el) {
     const sourceSelector = el.dataset.activeSource;
@@ -72,7 +75,7 @@
           width: width(),
           height: 280,
           scales: { x: { time: false } },
-          axes: [{ label: "step" }, { label: "loss" }],
+          axes: [{ label: "step", incrs: STEP_TICKS }, { label: "loss" }],
           series: [
             { label: "step" },
             { label: "train loss", stroke: TRAIN, width: 2, spanGaps: true, points: { show: true, size: 4 } },

@@ -130,3 +130,17 @@ def test_bulk_review_actions_are_recorded(alice, project):
     review_bulk_undo(bulk_action=action)
     undo = AuditEvent.objects.get(action="review.bulk_undo")
     assert (undo.org, undo.details) == (project.org, {"bulk_action": action.pk, "restored": 2})
+
+
+def test_prompt_set_deletes_are_recorded_but_not_each_set_of_a_deleted_project(alice, project):
+    from distillapp.projects.services import project_delete
+    from distillapp.prompts.services import prompt_set_delete
+    from tests.factories import PromptSetFactory
+
+    prompt_set_delete(prompt_set=PromptSetFactory(project=project, name="Old questions"))
+    event = AuditEvent.objects.get(action="prompt_set.delete")
+    assert (event.org, event.target) == (project.org, "Old questions")
+    PromptSetFactory(project=project, name="Kept until the project goes")
+    project_delete(project=project, actor=alice)
+    assert AuditEvent.objects.filter(action="prompt_set.delete").count() == 1
+    assert AuditEvent.objects.filter(action="project.delete").count() == 1

@@ -10,6 +10,7 @@ Needs only the standard library.
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 
@@ -22,6 +23,7 @@ SORT_CHARS = SORT_LETTERS + SORT_SEPARATOR  # with toy.SPECIALS: a vocabulary of
 class SortTask:
     length: int = 6
     letters: str = SORT_LETTERS
+    repeats: bool = False  # letters may repeat (sorting a multiset: the model must also count)
 
     def prompt(self, items: str) -> str:
         return items + SORT_SEPARATOR
@@ -34,11 +36,19 @@ class SortTask:
 
     def split(self, train: int, held_out: int, seed: int = 0) -> tuple[list[str], list[str]]:
         """Distinct random problems: ``train`` for training, ``held_out`` never trained on."""
+        if not self.repeats and train + held_out > math.comb(len(self.letters), self.length):
+            raise ValueError(
+                f"only {math.comb(len(self.letters), self.length)} distinct sets of "
+                f"{self.length} letters exist"
+            )
         rng = random.Random(seed)
         seen: set[str] = set()
         out: list[str] = []
         while len(out) < train + held_out:
-            items = "".join(rng.sample(self.letters, self.length))
+            if self.repeats:
+                items = "".join(rng.choices(self.letters, k=self.length))
+            else:
+                items = "".join(rng.sample(self.letters, self.length))
             key = "".join(sorted(items))
             if key in seen:  # the same set in another order has the same answer: keep sets apart
                 continue

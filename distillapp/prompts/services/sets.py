@@ -7,6 +7,7 @@ from collections.abc import Callable
 from django.db import transaction
 from django.db.models import ProtectedError, RestrictedError
 
+from distillapp.accounts.services import audit_record
 from distillapp.projects.models import Project
 from distillapp.prompts.models import Prompt, PromptSet
 
@@ -29,7 +30,7 @@ def prompt_set_delete(*, prompt_set: PromptSet, chunk: int = 5000, notify: bool 
     flat for sets of millions of prompts, then run the `after_prompt_set_delete` callbacks (not
     with `notify=False`: the project itself is being deleted). Idempotent: deleting an already
     deleted set does nothing."""
-    project = Project.objects.filter(pk=prompt_set.project_id).first()
+    project = Project.objects.select_related("org").filter(pk=prompt_set.project_id).first()
     try:
         with transaction.atomic():
             while True:
@@ -43,6 +44,13 @@ def prompt_set_delete(*, prompt_set: PromptSet, chunk: int = 5000, notify: bool 
                 Prompt.objects.filter(pk__in=ids).delete()
             PromptSet.objects.filter(pk=prompt_set.pk).delete()
             if notify and project is not None:
+                audit_record(
+                    org=project.org,
+                    actor=None,  # the user of the current request (see audit_record)
+                    action="prompt_set.delete",
+                    target=prompt_set.name,
+                    details={"project": project.pk, "prompt_set": prompt_set.pk},
+                )
                 for callback in _AFTER_SET_DELETE:
                     callback(project)
     except (ProtectedError, RestrictedError) as exc:
