@@ -12,13 +12,10 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
-from urllib.parse import urlparse, urlunparse
 
 import pytest
-from django.conf import settings
 from django.db import connection
 
 from distillapp.datasets.models import DatasetVersion
@@ -29,62 +26,26 @@ from distillapp.datasets.services import (
     version_folder,
 )
 from distillapp.datasets.writer import file_sha256
-from tests.conftest import USING_POSTGRES, USING_REDIS
 from tests.factories import GenerationJobFactory, PromptSetFactory
+from tests.processes import (
+    forget_unacked_messages,
+    needs_real_broker_and_database,
+    start_beat,
+    start_worker,
+    stop,
+)
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(
-        not (USING_REDIS and USING_POSTGRES),
-        reason="needs Redis (CELERY_BROKER_URL=redis://...) and PostgreSQL (DATABASE_URL) so worker "
-        "and beat processes share the broker and the test database",
-    ),
+    needs_real_broker_and_database,
 ]
 
-STALE_SECONDS = 3
-SWEEP_SECONDS = 1
 PROMPTS = 150_000  # two approved samples each: 300k rows, a build of several seconds
-CELERY = str(Path(sys.executable).with_name("celery"))
-
-
-def _env(media: Path) -> dict[str, str]:
-    url = urlparse(os.environ["DATABASE_URL"])
-    env = dict(os.environ)
-    env.update(
-        DATABASE_URL=urlunparse(url._replace(path="/" + connection.settings_dict["NAME"])),
-        DISTILLERY_RUN_STALE_SECONDS=str(STALE_SECONDS),
-        DISTILLERY_RUN_SWEEP_SECONDS=str(SWEEP_SECONDS),
-        DISTILLERY_MEDIA_ROOT=str(media),
-        PYTHONUNBUFFERED="1",
-    )
-    return env
-
-
-def _spawn(args: list[str], log: Path, media: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [CELERY, "-A", "workers.app", *args, "--loglevel=INFO"],
-        cwd=str(settings.BASE_DIR),
-        env=_env(media),
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
 
 
 def _worker(name: str, log: Path, media: Path) -> subprocess.Popen:
-    return _spawn(
-        ["worker", "-Q", "default", "-c", "1", "-P", "solo", "--without-gossip",
-         "--without-mingle", "--without-heartbeat", "-n", f"{name}@%h"],
-        log,
-        media,
-    )  # fmt: skip
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait(timeout=10)
+    return start_worker(name, log, queues="default", DISTILLERY_MEDIA_ROOT=str(media))
 
 
 def _seed(project, user) -> None:
@@ -144,7 +105,7 @@ def test_a_build_killed_mid_way_is_rebuilt_whole_by_a_restarted_worker(
         return v
 
     try:
-        procs.append(_spawn(["beat", "-s", str(tmp_path / "beat")], tmp_path / "beat.log", media))
+        procs.append(start_beat(tmp_path, DISTILLERY_MEDIA_ROOT=str(media)))
         procs.append(first := _worker("dskill1", log1, media))
         version = dataset_version_build(dataset=dataset, recipe={}, user=alice)
         deadline = time.monotonic() + 120
@@ -172,11 +133,8 @@ def test_a_build_killed_mid_way_is_rebuilt_whole_by_a_restarted_worker(
             time.sleep(0.1)
     finally:
         for proc in procs:
-            _stop(proc)
-        import redis
-
-        # The killed worker's unacked message would come back hours later in this Redis db.
-        redis.Redis.from_url(settings.CELERY_BROKER_URL).delete("unacked", "unacked_index")
+            stop(proc)
+        forget_unacked_messages()
 
     built = DatasetVersion.objects.get(pk=version.pk)
     assert built.counts["rows"] == 2 * PROMPTS

@@ -14,103 +14,49 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
-from urllib.parse import urlparse, urlunparse
 
 import pytest
-from django.conf import settings
-from django.db import connection
 from django.db.models import Count
 
 from distillapp.generation import services
 from distillapp.generation.models import Completion, CompletionStatus, GenerationJob, JobStatus
-from tests.conftest import USING_POSTGRES, USING_REDIS
 from tests.factories import PromptSetFactory
 from tests.generation.conftest import make_prompt
+from tests.processes import (
+    STALE_SECONDS,
+    forget_unacked_messages,
+    needs_real_broker_and_database,
+    start_beat,
+    start_worker,
+    stop,
+    wait_for,
+)
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(
-        not (USING_REDIS and USING_POSTGRES),
-        reason="needs Redis (CELERY_BROKER_URL=redis://...) and PostgreSQL (DATABASE_URL) so worker "
-        "and beat processes share the broker and the test database; the embedded defaults cannot",
-    ),
+    needs_real_broker_and_database,
 ]
 
-STALE_SECONDS = 3
-SWEEP_SECONDS = 1
 PROMPTS, SAMPLES = 100, 2
 TRANSIENT_FAULTS = 0.3  # share of teacher calls answered 500 or reset (retried)
-CELERY = str(Path(sys.executable).with_name("celery"))
-
-
-def _env() -> dict[str, str]:
-    url = urlparse(os.environ["DATABASE_URL"])
-    env = dict(os.environ)
-    env.update(
-        DATABASE_URL=urlunparse(url._replace(path="/" + connection.settings_dict["NAME"])),
-        DISTILLERY_RUN_STALE_SECONDS=str(STALE_SECONDS),
-        DISTILLERY_RUN_SWEEP_SECONDS=str(SWEEP_SECONDS),
-        DISTILLERY_TEACHER_BACKOFF_BASE="0.05",
-        DISTILLERY_TEACHER_BACKOFF_CAP="0.2",
-        DISTILLERY_TEACHER_MAX_ATTEMPTS="20",
-        DISTILLERY_OUTBOUND_ALLOW="127.0.0.0/8",
-        PYTHONUNBUFFERED="1",
-    )
-    return env
-
-
-def _spawn(args: list[str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [CELERY, "-A", "workers.app", *args, "--loglevel=INFO"],
-        cwd=str(settings.BASE_DIR),
-        env=_env(),
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+# The fake teacher is on loopback; retries are quick so the job takes seconds, not minutes.
+ENV = {
+    "DISTILLERY_TEACHER_BACKOFF_BASE": "0.05",
+    "DISTILLERY_TEACHER_BACKOFF_CAP": "0.2",
+    "DISTILLERY_TEACHER_MAX_ATTEMPTS": "20",
+    "DISTILLERY_OUTBOUND_ALLOW": "127.0.0.0/8",
+}
 
 
 def _start_worker(name: str, log: Path) -> subprocess.Popen:
-    return _spawn(
-        [
-            "worker",
-            "-Q",
-            "teacher,default",
-            "-c",
-            "1",
-            "-P",
-            "solo",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-            "-n",
-            f"{name}@%h",
-        ],
-        log,
-    )
+    return start_worker(name, log, queues="teacher,default", **ENV)
 
 
-def _start_beat(tmp_path: Path) -> subprocess.Popen:
-    return _spawn(["beat", "-s", str(tmp_path / "beat-schedule")], tmp_path / "beat.log")
-
-
-def _wait(predicate, timeout: float, what: str, log: Path) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}; worker log:\n{log.read_text()[-4000:]}")
-
-
-def _stop(proc: subprocess.Popen | None) -> None:
-    if proc is not None and proc.poll() is None:
-        proc.kill()
-        proc.wait(timeout=10)
+def _start_beat(folder: Path) -> subprocess.Popen:
+    return start_beat(folder, **ENV)
 
 
 @pytest.fixture
@@ -130,14 +76,11 @@ def crash_job(project, api_teacher, fake_openai):
     )
     assert job.total == PROMPTS * SAMPLES
     yield job
-    import redis
-
-    # A killed worker's unacked message would come back hours later in this Redis db.
-    redis.Redis.from_url(settings.CELERY_BROKER_URL).delete("unacked", "unacked_index")
+    forget_unacked_messages()
 
 
 def _wait_for_some_work(job, log: Path) -> None:
-    _wait(
+    wait_for(
         lambda: Completion.objects.filter(job=job).count() >= 30, 90, "the first completions", log
     )
 
@@ -187,7 +130,7 @@ def test_a_worker_killed_and_restarted_at_once_finishes_the_job(
         procs.append(_start_worker("kill2", log2))
         killed_at = time.monotonic()
         _killed_mid_job(job, log1)
-        _wait(
+        wait_for(
             lambda: GenerationJob.objects.get(pk=job.pk).status == JobStatus.SUCCEEDED,
             120,
             "the job to finish",
@@ -195,7 +138,7 @@ def test_a_worker_killed_and_restarted_at_once_finishes_the_job(
         )
     finally:
         for proc in procs:
-            _stop(proc)
+            stop(proc)
     _assert_each_item_once(job, fake_openai, api_teacher)
     # Taken over after the stale threshold, by the sweep, not by the restart itself.
     assert time.monotonic() - killed_at >= STALE_SECONDS
@@ -222,7 +165,7 @@ def test_the_other_running_worker_takes_over_when_one_is_killed(
         idle = next(name for name in logs if name != busy)
         _kill(workers[busy])  # nothing is restarted
         _killed_mid_job(job, logs[busy])
-        _wait(
+        wait_for(
             lambda: GenerationJob.objects.get(pk=job.pk).status == JobStatus.SUCCEEDED,
             120,
             "the job to finish",
@@ -230,6 +173,6 @@ def test_the_other_running_worker_takes_over_when_one_is_killed(
         )
     finally:
         for proc in procs:
-            _stop(proc)
+            stop(proc)
     _assert_each_item_once(job, fake_openai, api_teacher)
     assert "run_generation_job" in logs[idle].read_text()

@@ -13,80 +13,43 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
-from urllib.parse import urlparse, urlunparse
 
 import pytest
-from django.conf import settings
-from django.db import connection
 
 from distillapp.core.runs.models import RunStatus
 from distillapp.training import services
 from distillapp.training.models import TrainingMetric, TrainingRun
-from tests.conftest import USING_POSTGRES, USING_REDIS
+from tests.processes import (
+    forget_unacked_messages,
+    needs_real_broker_and_database,
+    start_beat,
+    start_worker,
+    stop,
+    wait_for,
+)
 from tests.training.conftest import make_version, ready_base_model
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(
-        not (USING_REDIS and USING_POSTGRES),
-        reason="needs Redis (CELERY_BROKER_URL=redis://...) and PostgreSQL (DATABASE_URL) so worker "
-        "and beat processes share the broker and the test database",
-    ),
+    needs_real_broker_and_database,
 ]
 
-STALE_SECONDS = 3
-SWEEP_SECONDS = 1
 STEPS = 240
-CELERY = str(Path(sys.executable).with_name("celery"))
 
 
 def _env(media: Path) -> dict[str, str]:
-    url = urlparse(os.environ["DATABASE_URL"])
-    env = dict(os.environ)
-    env.update(
-        DATABASE_URL=urlunparse(url._replace(path="/" + connection.settings_dict["NAME"])),
-        DISTILLERY_RUN_STALE_SECONDS=str(STALE_SECONDS),
-        DISTILLERY_RUN_SWEEP_SECONDS=str(SWEEP_SECONDS),
-        DISTILLERY_MEDIA_ROOT=str(media),
-        DISTILLERY_TRAINING_PROCESSES="1",
-        CUDA_VISIBLE_DEVICES="",
-        OMP_NUM_THREADS="1",
-        PYTHONUNBUFFERED="1",
-    )
-    return env
-
-
-def _spawn(args: list[str], log: Path, media: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [CELERY, "-A", "workers.app", *args, "--loglevel=INFO"],
-        cwd=str(settings.BASE_DIR),
-        env=_env(media),
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    return {
+        "DISTILLERY_MEDIA_ROOT": str(media),
+        "DISTILLERY_TRAINING_PROCESSES": "1",
+        "CUDA_VISIBLE_DEVICES": "",
+        "OMP_NUM_THREADS": "1",
+    }
 
 
 def _worker(name: str, log: Path, media: Path) -> subprocess.Popen:
-    return _spawn(
-        ["worker", "-Q", "gpu,default", "-c", "1", "-P", "solo", "--without-gossip",
-         "--without-mingle", "--without-heartbeat", "-n", f"{name}@%h"],
-        log,
-        media,
-    )  # fmt: skip
-
-
-def _wait(predicate, timeout: float, what: str, log: Path) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}; log:\n{log.read_text()[-5000:]}")
+    return start_worker(name, log, queues="gpu,default", **_env(media))
 
 
 def _children_of(pid: int) -> list[int]:
@@ -119,9 +82,9 @@ def test_a_killed_gpu_worker_is_replaced_and_the_run_finishes_each_step_once(
     log1, log2 = tmp_path / "worker1.log", tmp_path / "worker2.log"
     orphan: list[int] = []
     try:
-        procs.append(_spawn(["beat", "-s", str(tmp_path / "beat")], tmp_path / "beat.log", media))
+        procs.append(start_beat(tmp_path, **_env(media)))
         procs.append(first := _worker("train1", log1, media))
-        _wait(
+        wait_for(
             lambda: TrainingMetric.objects.filter(run=run, step__gte=45).exists(),
             240,
             "the first 45 steps",
@@ -133,7 +96,7 @@ def test_a_killed_gpu_worker_is_replaced_and_the_run_finishes_each_step_once(
         first.wait(timeout=10)
         procs.append(_start := _worker("train2", log2, media))
         assert TrainingRun.objects.get(pk=run.pk).status == RunStatus.RUNNING
-        _wait(
+        wait_for(
             lambda: (
                 TrainingRun.objects.get(pk=run.pk).status in (RunStatus.SUCCEEDED, RunStatus.FAILED)
             ),
@@ -143,12 +106,8 @@ def test_a_killed_gpu_worker_is_replaced_and_the_run_finishes_each_step_once(
         )
     finally:
         for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(timeout=10)
-        import redis
-
-        redis.Redis.from_url(settings.CELERY_BROKER_URL).delete("unacked", "unacked_index")
+            stop(proc)
+        forget_unacked_messages()
     run.refresh_from_db()
     assert run.status == RunStatus.SUCCEEDED, (run.message, run.log_tail[-3000:])
     steps = list(TrainingMetric.objects.filter(run=run).values_list("step", flat=True))
