@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 
 if TYPE_CHECKING:
     from django_htmx.middleware import HtmxDetails
@@ -38,3 +38,15 @@ def parse_float(value: object) -> float | None:
         return float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return None
+
+
+def polled_partial(
+    request: HttpRequest, template: str, context: dict[str, Any], *, active: bool
+) -> HttpResponse:
+    """A progress partial that HTMX polls: rendered from the row it reads, and answered with 286
+    (stop polling) once the run it shows has ended, so the last state stays on the page."""
+    from django.shortcuts import render
+    from django_htmx.http import HttpResponseStopPolling
+
+    response = render(request, template, context)
+    return response if active else HttpResponseStopPolling(response.content)

@@ -12,10 +12,9 @@ from django.http import HttpResponse, QueryDict
 from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
-from django_htmx.http import HttpResponseStopPolling
 
 from distillapp.accounts.models import Role, role_at_least
-from distillapp.core.http import HtmxHttpRequest, form_errors
+from distillapp.core.http import HtmxHttpRequest, form_errors, polled_partial
 from distillapp.datasets import downloads, selectors, services
 from distillapp.datasets.models import Dataset, DatasetVersion
 from distillapp.datasets.recipe import DEDUPE, PER_PROMPT, REASONING, Recipe
@@ -167,10 +166,12 @@ def dataset_version_detail(request: HtmxHttpRequest, version_id: int) -> HttpRes
 def dataset_version_progress(request: HtmxHttpRequest, version_id: int) -> HttpResponse:
     """The polled partial: reads the version row; 286 (stop polling) once the build has ended."""
     version, membership = _version(request, version_id)
-    response = render(request, "datasets/version.html#progress", _version_ctx(version, membership))
-    if not version.is_active:
-        return HttpResponseStopPolling(response.content)
-    return response
+    return polled_partial(
+        request,
+        "datasets/version.html#progress",
+        _version_ctx(version, membership),
+        active=version.is_active,
+    )
 
 
 @login_required

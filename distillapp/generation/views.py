@@ -10,10 +10,9 @@ from django.core.exceptions import ValidationError
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
-from django_htmx.http import HttpResponseStopPolling
 
 from distillapp.accounts.models import Role, role_at_least
-from distillapp.core.http import HtmxHttpRequest, parse_int
+from distillapp.core.http import HtmxHttpRequest, parse_int, polled_partial
 from distillapp.core.http import form_errors as _form_errors
 from distillapp.core.runs.services import run_is_stale
 from distillapp.generation import selectors, services
@@ -301,10 +300,12 @@ def job_detail(request: HtmxHttpRequest, job_id: int) -> HttpResponse:
 def job_progress(request: HtmxHttpRequest, job_id: int) -> HttpResponse:
     """The polled partial: reads the job row; 286 (stop polling) once the job has ended."""
     job, membership = _job(request, job_id)
-    response = render(request, "generation/job_detail.html#progress", _job_ctx(job, membership))
-    if not job.is_active:
-        return HttpResponseStopPolling(response.content)
-    return response
+    return polled_partial(
+        request,
+        "generation/job_detail.html#progress",
+        _job_ctx(job, membership),
+        active=job.is_active,
+    )
 
 
 def _job_action(request: HtmxHttpRequest, job_id: int, action: str) -> HttpResponse:

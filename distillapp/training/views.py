@@ -12,10 +12,9 @@ from django.http import HttpResponse, QueryDict
 from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
-from django_htmx.http import HttpResponseStopPolling
 
 from distillapp.accounts.models import Role, role_at_least
-from distillapp.core.http import HtmxHttpRequest, form_errors
+from distillapp.core.http import HtmxHttpRequest, form_errors, polled_partial
 from distillapp.projects.access import get_project_for_user, get_scoped_object
 from distillapp.training import artifacts, selectors, services
 from distillapp.training.models import BaseModel, Method, TrainingArtifact, TrainingRun
@@ -108,8 +107,9 @@ def base_model_detail(request: HtmxHttpRequest, base_model_id: int) -> HttpRespo
     b, membership = _base_model(request, base_model_id)
     ctx = _base_model_ctx(b, membership)
     if request.htmx:
-        response = render(request, "training/base_model.html#inspection", ctx)
-        return response if b.is_active else HttpResponseStopPolling(response.content)
+        return polled_partial(
+            request, "training/base_model.html#inspection", ctx, active=b.is_active
+        )
     return render(request, "training/base_model.html", ctx)
 
 
@@ -218,10 +218,9 @@ def training_run_detail(request: HtmxHttpRequest, training_run_id: int) -> HttpR
 def training_run_progress(request: HtmxHttpRequest, training_run_id: int) -> HttpResponse:
     """The polled partial; 286 (stop polling) once the run has ended."""
     run, membership = _run(request, training_run_id)
-    response = render(request, "training/run.html#progress", _run_ctx(run, membership))
-    if not run.is_active:
-        return HttpResponseStopPolling(response.content)
-    return response
+    return polled_partial(
+        request, "training/run.html#progress", _run_ctx(run, membership), active=run.is_active
+    )
 
 
 def _action(request: HtmxHttpRequest, training_run_id: int, fn: Any) -> HttpResponse:
