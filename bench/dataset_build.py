@@ -47,35 +47,6 @@ def _prepare_database(url: str, name: str, reuse: bool) -> tuple[str, bool]:
     return urlunparse(parsed._replace(path=f"/{name}")), bool(reuse and exists)
 
 
-def _insert_select(model, overrides: dict[str, str], source: str) -> int:
-    """INSERT INTO model's table (every column) SELECT overrides-or-field-defaults FROM source;
-    columns added later get their Django default, so the seed keeps working."""
-    from django.db import connection, models
-
-    cols, exprs, values = [], [], []
-    for field in model._meta.concrete_fields:
-        if field.primary_key:
-            continue
-        cols.append(f'"{field.column}"')
-        if field.name in overrides or field.column in overrides:
-            exprs.append(overrides.get(field.name, overrides.get(field.column)))
-            continue
-        if isinstance(field, models.DateTimeField) and (field.auto_now or field.auto_now_add):
-            exprs.append("now()")
-            continue
-        default = field.get_default()
-        if default is None and field.null:
-            exprs.append("NULL")
-            continue
-        exprs.append("%s")
-        values.append(field.get_db_prep_save(default, connection))
-    table = model._meta.db_table
-    sql = f'INSERT INTO "{table}" ({", ".join(cols)}) SELECT {", ".join(exprs)} FROM {source}'
-    with connection.cursor() as cur:
-        cur.execute(sql, values)
-        return cur.rowcount
-
-
 def _blobs(n: int = 64) -> list[bytes]:
     import numpy as np
 
@@ -97,6 +68,7 @@ def seed(n: int) -> dict:
     from django.contrib.auth import get_user_model
     from django.db import connection
 
+    from bench.review_queue import _insert_select
     from distillapp.accounts.models import Membership, Organization, Role
     from distillapp.filters.models import CompletionVerdict
     from distillapp.generation.models import Completion, GenerationJob, Teacher

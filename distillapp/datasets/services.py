@@ -25,12 +25,14 @@ from distillapp.core.runs.models import RunStatus
 from distillapp.core.runs.services import (
     ClaimLost,
     ClaimState,
+    RunCancelled,
     run_cancel,
     run_claim,
     run_end,
     run_enqueue,
     run_fail,
     run_heartbeat,
+    run_progress,
     run_resume,
 )
 from distillapp.datasets import exports, writer
@@ -45,10 +47,6 @@ from distillapp.prompts.selectors import ensure_trainable
 logger = logging.getLogger(__name__)
 
 DIFF_EXAMPLES = 5
-
-
-class _Cancelled(Exception):
-    pass
 
 
 def dataset_create(*, project: Project, name: str, description: str = "", user: Any) -> Dataset:
@@ -212,7 +210,7 @@ def dataset_version_execute(*, version_id: int) -> DatasetVersion | None:
     except ClaimLost:
         shutil.rmtree(tmp, ignore_errors=True)
         return None
-    except _Cancelled:
+    except RunCancelled:
         shutil.rmtree(tmp, ignore_errors=True)
         run_end(
             DatasetVersion,
@@ -293,15 +291,13 @@ def _build(*, version: DatasetVersion, token: str, tmp: Path, final: Path) -> di
                 if kind in examples and len(examples[kind]) < DIFF_EXAMPLES:
                     examples[kind].append(_example(key, row.messages, row.target))
             batch.clear()
-            status = run_heartbeat(
+            run_progress(
                 DatasetVersion,
                 pk=version.pk,
                 token=token,
                 done=min(stats["candidates"], total),
                 message=f"Wrote {out.rows:,} rows.",
             )
-            if status == RunStatus.CANCELLING:
-                raise _Cancelled
 
         for row in dataset_rows(project=project, recipe=recipe, stats=stats, with_topk=True):
             batch.append(row)

@@ -46,6 +46,7 @@ from distillapp.core.runs.services import (
     ClaimLost,
     ClaimState,
     run_claim,
+    run_claimed,
     run_end,
     run_fail,
     run_heartbeat,
@@ -204,20 +205,7 @@ def _exit_text(code: int) -> str:
 def base_model_inspect_execute(*, base_model_id: int) -> BaseModel | None:
     """Inspect a base model in a child process. Idempotent: one claim inspects; a second
     delivery does nothing; a bad folder ends failed with the engine's exact sentence."""
-    claim = run_claim(BaseModel, pk=base_model_id)
-    if claim.state != ClaimState.CLAIMED:
-        return claim.run
-    model, token = claim.run, claim.token
-    assert model is not None
-    try:
-        _inspect(model, token)
-    except ClaimLost:
-        logger.info("base model %s: claim lost", base_model_id)
-    except Exception as exc:
-        logger.exception("base model %s: inspection crashed", base_model_id)
-        run_fail(BaseModel, pk=model.pk, token=token, message=f"Inspection failed: {exc}")
-    model.refresh_from_db()
-    return model
+    return run_claimed(BaseModel, pk=base_model_id, work=_inspect, what="base model inspection")
 
 
 def _inspect(model: BaseModel, token: str) -> None:
@@ -637,20 +625,7 @@ def _finish(run: TrainingRun, sup: _Supervisor, result: dict[str, Any]) -> None:
 def quantization_execute(*, quantization_id: int) -> QuantizationRun | None:
     """Quantise a run's merged model in a child process. Idempotent by its claim; the artefact
     row is an upsert on (run, name)."""
-    claim = run_claim(QuantizationRun, pk=quantization_id)
-    if claim.state != ClaimState.CLAIMED:
-        return claim.run
-    q, token = claim.run, claim.token
-    assert q is not None
-    try:
-        _quantize(q, token)
-    except ClaimLost:
-        logger.info("quantization %s: claim lost", quantization_id)
-    except Exception as exc:
-        logger.exception("quantization %s crashed", quantization_id)
-        run_fail(QuantizationRun, pk=q.pk, token=token, message=f"The worker failed: {exc}")
-    q.refresh_from_db()
-    return q
+    return run_claimed(QuantizationRun, pk=quantization_id, work=_quantize, what="quantization")
 
 
 def _quantize(q: QuantizationRun, token: str) -> None:

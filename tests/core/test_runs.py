@@ -141,3 +141,32 @@ def test_a_cancelling_run_whose_worker_died_becomes_cancelled_at_the_next_claim(
     _age(run, heartbeat_at=True)
     assert run_claim(FilterRun, pk=run.pk).state == ClaimState.ENDED
     assert FilterRun.objects.get(pk=run.pk).status == RunStatus.CANCELLED
+
+
+def test_progress_raises_run_cancelled_once_someone_asked_the_run_to_stop(run):
+    from distillapp.core.runs.services import RunCancelled, run_progress
+
+    claim = run_claim(FilterRun, pk=run.pk)
+    run_progress(FilterRun, pk=run.pk, token=claim.token, done=3)
+    run_cancel(run)
+    with pytest.raises(RunCancelled):
+        run_progress(FilterRun, pk=run.pk, token=claim.token, done=4)
+    assert FilterRun.objects.get(pk=run.pk).done == 4
+
+
+def test_run_claimed_works_once_and_fails_a_crashed_run_with_its_reason(project):
+    from distillapp.core.runs.services import run_claimed
+
+    calls = []
+
+    def crash(run, token):
+        calls.append(token)
+        raise RuntimeError("disk full")
+
+    crashing = FilterRun.objects.create(project=project)
+    ended = run_claimed(FilterRun, pk=crashing.pk, work=crash, what="test run")
+    assert ended.status == RunStatus.FAILED and "disk full" in ended.message
+    assert ended.claim_token == "" and len(calls) == 1
+    assert run_claimed(FilterRun, pk=crashing.pk, work=crash, what="test run").pk == crashing.pk
+    assert len(calls) == 1  # an ended run is never claimed again
+    assert run_claimed(FilterRun, pk=10**9, work=crash, what="test run") is None

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import secrets
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -51,6 +52,10 @@ class Claim(Generic[R]):
 
 class ClaimLost(Exception):
     """This worker run no longer owns the run; it must stop without writing."""
+
+
+class RunCancelled(Exception):
+    """Someone asked the run to stop (status `cancelling`): its worker ends it cancelled."""
 
 
 def new_claim_token() -> str:
@@ -116,6 +121,32 @@ def run_heartbeat(model: type[Run], *, pk: int, token: str, **progress: Any) -> 
     ):
         raise ClaimLost(pk)
     return model._default_manager.filter(pk=pk).values_list("status", flat=True).get()
+
+
+def run_progress(model: type[Run], *, pk: int, token: str, **progress: Any) -> None:
+    """`run_heartbeat` for workers that stop by exception: raises RunCancelled when the run was
+    asked to cancel (and ClaimLost when another worker took it over)."""
+    if run_heartbeat(model, pk=pk, token=token, **progress) == RunStatus.CANCELLING:
+        raise RunCancelled(pk)
+
+
+def run_claimed(model: type[R], *, pk: int, work: Callable[[R, str], None], what: str) -> R | None:
+    """Claim run `pk` and call `work(run, token)`. A lost claim stops quietly; any other error
+    fails the run with its message (resumable). Returns the run as it is afterwards, or what the
+    claim found when it got none (None when the run is gone). Idempotent by the claim."""
+    claim = run_claim(model, pk=pk)
+    if claim.state != ClaimState.CLAIMED or claim.run is None:
+        return claim.run
+    run, token = claim.run, claim.token
+    try:
+        work(run, token)
+    except ClaimLost:
+        logger.info("%s %s: claim lost; another worker owns it", what, pk)
+    except Exception as exc:
+        logger.exception("%s %s crashed", what, pk)
+        run_fail(model, pk=pk, token=token, message=f"The worker failed: {exc}")
+    run.refresh_from_db()
+    return run
 
 
 def run_end(

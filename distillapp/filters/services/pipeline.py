@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from distillapp.core.runs.services import (
     run_end,
-    run_heartbeat,
+    run_progress,
 )
 from distillapp.filters import config as C
 from distillapp.filters import dedup, heuristics
@@ -36,10 +36,6 @@ _SAVE_BATCH = 5000
 _BATCH = 2000
 _PROGRESS_EVERY_S = 1.0
 _KEPT_STATES = (VerdictState.PASSED, VerdictState.RESTORED, VerdictState.PENDING)
-
-
-class _Cancelled(Exception):
-    pass
 
 
 class _Progress:
@@ -69,7 +65,7 @@ class _Progress:
         now = time.monotonic()
         if force or now - self._last >= _PROGRESS_EVERY_S:
             self._last = now
-            status = run_heartbeat(
+            run_progress(
                 FilterRun,
                 pk=self.run.pk,
                 token=self.token,
@@ -77,8 +73,6 @@ class _Progress:
                 total=self.total,
                 message=self.run.message,
             )
-            if status == RunStatus.CANCELLING:
-                raise _Cancelled
 
 
 @dataclass

@@ -14,6 +14,7 @@ from distillapp.core.queues import Queue
 from distillapp.core.runs.services import (
     ClaimLost,
     ClaimState,
+    RunCancelled,
     run_cancel,
     run_claim,
     run_end,
@@ -22,7 +23,7 @@ from distillapp.core.runs.services import (
 )
 from distillapp.filters.models import FilterRun, RunStatus
 from distillapp.filters.selectors import filter_config_for_project, filter_run_active
-from distillapp.filters.services.pipeline import _Cancelled, _execute
+from distillapp.filters.services.pipeline import _execute
 from distillapp.projects.models import Project
 
 logger = logging.getLogger(__name__)
@@ -89,7 +90,7 @@ def filter_run_execute(*, run_id: int) -> FilterRun | None:
     except ClaimLost:
         logger.warning("filter run %s: another worker took it over; this one stops.", run_id)
         return None
-    except _Cancelled:
+    except RunCancelled:
         run_end(FilterRun, pk=run_id, token=token, status=RunStatus.CANCELLED, message="Cancelled.")
     except Exception as exc:
         logger.exception("filter run %s failed", run_id)

@@ -11,11 +11,12 @@ from distillapp.core.runs.models import RunStatus
 from distillapp.core.runs.services import (
     ClaimLost,
     ClaimState,
+    RunCancelled,
     run_claim,
     run_end,
     run_enqueue,
     run_fail,
-    run_heartbeat,
+    run_progress,
 )
 from distillapp.prompts.models import Prompt, PromptSet, SearchIndexRun
 
@@ -42,21 +43,19 @@ def search_index_run_execute(*, run_id: int) -> SearchIndexRun | None:
     start_count = prompt_set.search_indexed_count
 
     def beat(indexed: int) -> None:
-        status = run_heartbeat(
+        run_progress(
             SearchIndexRun,
             pk=run_id,
             token=token,
             done=start_count + indexed,
             message=f"Indexed {start_count + indexed:,} of {run.total:,} prompts.",
         )
-        if status == RunStatus.CANCELLING:
-            raise _Cancelled
 
     try:
         prompt_set_index_search(prompt_set=prompt_set, beat=beat)
     except ClaimLost:
         return None
-    except _Cancelled:
+    except RunCancelled:
         run_end(SearchIndexRun, pk=run_id, token=token, status=RunStatus.CANCELLED)
     except Exception as exc:
         run_fail(SearchIndexRun, pk=run_id, token=token, message=f"{type(exc).__name__}: {exc}")
@@ -72,10 +71,6 @@ def search_index_run_execute(*, run_id: int) -> SearchIndexRun | None:
         )
     run.refresh_from_db()
     return run
-
-
-class _Cancelled(Exception):
-    pass
 
 
 def prompt_set_index_search(
