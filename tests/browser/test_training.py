@@ -211,7 +211,12 @@ def test_launch_watch_the_chart_stop_resume_finish_and_download_the_adapter(
 
         page.click("#run-progress button:has-text('Resume')")
         # Generous: the resumed child loads, trains, merges and writes its card on 2 shared cores.
-        page.wait_for_selector("#run-progress .badge-succeeded", timeout=360_000)
+        # An ended run shows one badge; a failed one ends the wait at once with its reason.
+        page.wait_for_selector(
+            "#run-progress :is(.badge-succeeded, .badge-failed)", timeout=360_000
+        )
+        run.refresh_from_db()
+        assert run.status == RunStatus.SUCCEEDED, run.message
         # The chart goes on from where it stopped to the last step, then stops polling.
         page.wait_for_function(
             "n => { const el = document.querySelector('[data-loss-chart]');"
