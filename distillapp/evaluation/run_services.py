@@ -16,6 +16,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import F
 
 from distillapp.core.runs.models import RunStatus
 from distillapp.core.runs.services import (
@@ -354,6 +355,22 @@ def eval_answers_write(
             update_fields=ANSWER_FIELDS,
         )
     return len(rows)
+
+
+def eval_answers_batch_time(
+    *, run_id: int, token: str, model_key: str, item_ids: Sequence[int], wall_ms: int
+) -> int:
+    """Give the answers of one concurrent phase their share of its wall time, as if the phase
+    were len/batch_size batches in a row, so batched tokens/s = the phase's tokens / wall time.
+    Answers of a phase that never finished keep batch_ms = 0 and count in no throughput."""
+    if not item_ids:
+        return 0
+    share = max(1, round(wall_ms / len(item_ids)))
+    with transaction.atomic():
+        _owned(run_id, token)
+        return EvalAnswer.objects.filter(
+            run_id=run_id, model_key=model_key, item_id__in=list(item_ids)
+        ).update(batch_ms=F("batch_size") * share)
 
 
 def eval_judgements_write(*, run_id: int, token: str, rows: list[EvalJudgement]) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
@@ -34,6 +35,7 @@ from distillapp.core.runs.services import (
 from distillapp.evaluation.models import EvalAnswer, EvalItem, EvalJudgement, EvalRun
 from distillapp.evaluation.run_services import (
     AnswerIn,
+    eval_answers_batch_time,
     eval_answers_write,
     eval_judgements_write,
 )
@@ -98,6 +100,41 @@ def _decoding(run: EvalRun, spec: dict[str, Any]) -> dict[str, Any]:
 def _answer_api(
     run: EvalRun, token: str, spec: dict[str, Any], items: list[EvalItem], progress: _Progress
 ) -> bool:
+    """Answer `items` with an API model in two phases. The first EVAL_BATCH1_REQUESTS prompts go
+    one at a time: their latency is what one user waits, their tokens/s the batch-1 speed. The rest
+    go at the teacher's concurrency; that phase's wall time gives the batched throughput. A
+    resumed run keeps the batch-1 answers it already has."""
+    key = spec["key"]
+    single_done = EvalAnswer.objects.filter(run=run, model_key=key, ok=True, batch_size=1).count()
+    first = max(0, int(settings.EVAL_BATCH1_REQUESTS) - single_done)
+    single, rest = items[:first], items[first:]
+    if single and not _api_phase(run, token, spec, single, progress, concurrency=1):
+        return False
+    if not rest:
+        return True
+    concurrency = min(int(spec.get("concurrency") or 16), len(rest))
+    started = time.perf_counter()
+    if not _api_phase(run, token, spec, rest, progress, concurrency=concurrency):
+        return False
+    eval_answers_batch_time(
+        run_id=run.pk,
+        token=token,
+        model_key=key,
+        item_ids=[i.pk for i in rest],
+        wall_ms=int((time.perf_counter() - started) * 1000),
+    )
+    return True
+
+
+def _api_phase(
+    run: EvalRun,
+    token: str,
+    spec: dict[str, Any],
+    items: list[EvalItem],
+    progress: _Progress,
+    *,
+    concurrency: int,
+) -> bool:
     from workers.engine.teachers.openai_runner import (
         Decoding,
         ItemResult,
@@ -113,7 +150,7 @@ def _answer_api(
         base_url=spec["base_url"],
         model=spec["model"],
         api_key=teacher_api_key(teacher) if teacher is not None else "",
-        concurrency=int(spec.get("concurrency") or 16),
+        concurrency=concurrency,
         requests_per_minute=spec.get("requests_per_minute"),
         tokens_per_minute=spec.get("tokens_per_minute"),
         timeout=float(settings.TEACHER_REQUEST_TIMEOUT),
@@ -145,6 +182,8 @@ def _answer_api(
                     prompt_tokens=r.prompt_tokens,
                     completion_tokens=r.completion_tokens,
                     latency_ms=r.latency_ms,
+                    # Concurrent answers get their share of the phase's wall time at its end.
+                    batch_size=concurrency,
                     cost_usd=r.cost_usd,
                 )
                 for r in batch

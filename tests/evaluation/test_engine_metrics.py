@@ -250,3 +250,16 @@ def test_perf_percentiles_throughput_and_costs():
     assert local_cost_per_1k(measures, tokens_per_second=100, gpu_hour_usd=3.6) == pytest.approx(
         0.5
     )
+
+
+def test_batched_throughput_is_tokens_over_wall_time_and_skips_phases_cut_off():
+    from workers.engine.evaluation.scoring import AnswerRec, perf_for
+
+    single = [AnswerRec("a", completion_tokens=10, latency_ms=500)]
+    # A concurrent API phase of 4 answers at concurrency 2 that took 2 s: 1 s per pair.
+    phase = [AnswerRec("b", completion_tokens=20, batch_size=2, batch_ms=1000) for _ in range(4)]
+    cut_off = [AnswerRec("c", completion_tokens=999, batch_size=2, batch_ms=0)]
+    perf = perf_for({"kind": "api"}, single + phase + cut_off, gpu_hour_usd=1.0)
+    assert perf["tokens_per_s_batch1"] == pytest.approx(20)
+    assert perf["tokens_per_s_batched"] == pytest.approx(80 / 2)
+    assert perf["batch_size"] == 2 and perf["requests"] == 6

@@ -88,6 +88,9 @@ def test_an_eval_run_answers_judges_and_scores_every_model_by_category(full_run,
     # Speed and cost: API from prices × tokens, local from the GPU-hour price × throughput.
     perf = run.results["perf"]
     assert perf[teacher]["cost_per_1k_usd"] > 0 and perf[teacher]["latency_p95_s"] is not None
+    # API models too: 2 prompts one at a time, the other 5 at the teacher's concurrency (4).
+    assert EvalAnswer.objects.filter(run=run, model_key=teacher, batch_size=1).count() == 2
+    assert perf[teacher]["tokens_per_s_batched"] > 0 and perf[teacher]["batch_size"] == 4
     assert perf[merged]["tokens_per_s_batch1"] > 0 and perf[merged]["tokens_per_s_batched"] > 0
     assert perf[merged]["cost_per_1k_usd"] > 0 and "3" in perf[merged]["cost_basis"]
     assert EvalAnswer.objects.filter(run=run, model_key=merged, batch_size=1).count() == 2

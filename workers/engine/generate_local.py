@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from workers.engine import quantize
+
 FINGERPRINT_FILES = (
     "config.json",
     "generation_config.json",
@@ -160,7 +162,10 @@ def load(model_path: str, *, device: str = "auto", dtype: str = "auto") -> Local
     tokenizer.padding_side = "left"
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=resolve_dtype(dtype, dev))
+    if quantize.is_quantized(model_path):
+        model = quantize.load_quantized(model_path, device=dev)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=resolve_dtype(dtype, dev))
     # transformers wraps .to() with functools.wraps(nn.Module.to), which hides the bound self from mypy.
     model.to(dev)  # type: ignore[arg-type]
     model.eval()

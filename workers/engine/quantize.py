@@ -13,6 +13,8 @@ import os
 import shutil
 from typing import Any
 
+REPORT_FILE = "quantization.json"
+
 
 class QuantizeError(ValueError):
     pass
@@ -116,6 +118,7 @@ def quantize(
         if os.path.exists(os.path.join(model_dir, name)):
             shutil.copy(os.path.join(model_dir, name), os.path.join(out_dir, name))
     report = {
+        "config": scheme,  # what `load_quantized` re-applies before it loads the state dict
         "scheme": f"{scheme} weight-only (torchao)",
         "device": device,
         "size_bytes": _folder_size(out_dir),
@@ -126,6 +129,47 @@ def quantize(
         if after is not None and before is not None and math.isfinite(after)
         else None,
     }
-    with open(os.path.join(out_dir, "quantization.json"), "w", encoding="utf-8") as fh:
+    with open(os.path.join(out_dir, REPORT_FILE), "w", encoding="utf-8") as fh:
         json.dump(report, fh, indent=2)
     return report
+
+
+def is_quantized(folder: str) -> bool:
+    return os.path.exists(os.path.join(folder, REPORT_FILE))
+
+
+def load_quantized(folder: str, *, device: str) -> Any:
+    """The model `quantize` wrote to `folder`, on `device`, ready for inference.
+
+    `from_pretrained` cannot read it: the state dict holds torchao tensor subclasses, and tying the
+    embeddings compares a float weight with a quantised one. So the model is built from its config,
+    quantised with the same scheme (which gives every layer the right tensor type) and only then
+    given the stored weights. torchao registers its tensors as safe globals: `weights_only` holds.
+    """
+    import torch
+    from torchao.quantization import Int4WeightOnlyConfig, Int8WeightOnlyConfig, quantize_
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with open(os.path.join(folder, REPORT_FILE), encoding="utf-8") as fh:
+        report = json.load(fh)
+    scheme = report.get("config") or str(report.get("scheme", "")).split(" ", 1)[0]
+    if scheme == "int4":
+        why = int4_supported()
+        if why:
+            raise QuantizeError(why)
+        config: Any = Int4WeightOnlyConfig()
+    elif scheme == "int8":
+        config = Int8WeightOnlyConfig()
+    else:
+        raise QuantizeError(f"{folder}: unknown quantisation scheme {scheme!r}")
+    model: Any = AutoModelForCausalLM.from_config(
+        AutoConfig.from_pretrained(folder),
+        dtype=torch.bfloat16 if scheme == "int4" else torch.float32,
+    )
+    model = model.to(device).eval()
+    quantize_(model, config)
+    state = torch.load(
+        os.path.join(folder, "pytorch_model.bin"), map_location=device, weights_only=True
+    )
+    model.load_state_dict(state, assign=True, strict=True)
+    return model

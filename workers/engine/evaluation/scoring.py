@@ -146,7 +146,8 @@ def perf_for(spec: dict[str, Any], answers: Iterable[AnswerRec], *, gpu_hour_usd
     """Latency p50/p95 (batch-1 requests), tokens/s at batch 1 and batched, $ per 1k requests."""
     rows = [a for a in answers if a.ok]
     single = [a for a in rows if a.batch_size <= 1]
-    batched = [a for a in rows if a.batch_size > 1]
+    # batch_ms = 0: an API phase that was cut off before its wall time was known.
+    batched = [a for a in rows if a.batch_size > 1 and a.batch_ms > 0]
     measures = [
         RequestMeasure(a.latency_ms / 1000, a.prompt_tokens, a.completion_tokens) for a in single
     ]
