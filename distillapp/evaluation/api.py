@@ -12,7 +12,7 @@ from ninja.files import UploadedFile
 from pydantic import Field
 
 from distillapp.accounts.models import Role
-from distillapp.evaluation import reports, run_services, selectors, services
+from distillapp.evaluation import human_verdicts, reports, run_services, selectors, services
 from distillapp.evaluation.models import EvalItem, EvalRun, EvalSet
 from distillapp.projects.access import get_project_for_user, get_scoped_object
 
@@ -321,7 +321,12 @@ def _run_out(run: EvalRun) -> EvalRunOut:
         judge={k: v for k, v in (run.judge or {}).items() if k != "system_prompt"},
         decoding=run.decoding,
         lineage=run.lineage,
-        results=run.results or {},
+        # Reviewers' verdicts arrive after scoring: agreement is read live, not as stored.
+        results=(
+            {**run.results, "agreement": human_verdicts.judge_human_agreement(run=run)}
+            if run.results
+            else {}
+        ),
         created_at=run.created_at,
         started_at=run.started_at,
         finished_at=run.finished_at,
@@ -384,6 +389,46 @@ def cancel_eval_run(request: HttpRequest, eval_run_id: int) -> Any:
 def resume_eval_run(request: HttpRequest, eval_run_id: int) -> Any:
     run = run_services.eval_run_resume(run=_eval_run(request, eval_run_id, Role.ADMIN))
     return _run_out(run)
+
+
+class HumanVerdictIn(Schema):
+    item_id: int
+    model_key: str = Field(max_length=100)
+    preferred: Literal["candidate", "tie", "baseline"]
+
+
+class HumanVerdictOut(Schema):
+    item_id: int
+    model_key: str
+    preferred: str
+    agreement: dict[str, Any]
+
+
+@router.post(
+    "/eval-runs/{eval_run_id}/review/verdicts",
+    response={200: HumanVerdictOut, 422: ErrorOut},
+    summary="Say which answer of a pair is better: a model's or the baseline's (reviewers)",
+    description=(
+        "Your own verdict on one item of a judged run (`candidate` = the model's answer, "
+        "`baseline` = the baseline's, or `tie`); sending it again changes it. The reply carries "
+        "the judge–human agreement (Cohen's kappa over every reviewer verdict of the run)."
+    ),
+)
+def set_human_verdict(request: HttpRequest, eval_run_id: int, payload: HumanVerdictIn) -> Any:
+    run = _eval_run(request, eval_run_id, Role.REVIEWER)
+    verdict = human_verdicts.eval_human_verdict_set(
+        run=run,
+        item_id=payload.item_id,
+        model_key=payload.model_key,
+        preferred=payload.preferred,
+        user=request.user,
+    )
+    return HumanVerdictOut(
+        item_id=verdict.item_id,
+        model_key=verdict.model_key,
+        preferred=verdict.preferred,
+        agreement=human_verdicts.judge_human_agreement(run=run),
+    )
 
 
 @router.get("/eval-runs/{eval_run_id}/samples", response=EvalSamplePageOut)

@@ -180,3 +180,29 @@ class EvalJudgement(models.Model):
                 fields=["run", "model_key", "item"], name="evaljudgement_unique_run_model_item"
             )
         ]
+
+
+class HumanPreference(models.TextChoices):
+    CANDIDATE = "candidate", "Candidate better"
+    TIE = "tie", "Tie"
+    BASELINE = "baseline", "Baseline better"
+
+
+class EvalHumanVerdict(models.Model):
+    """A reviewer's own pairwise verdict on one item: a model's answer against the baseline's.
+    Compared with the judge's outcome on the same pair, it says how far to trust the judge."""
+
+    run = models.ForeignKey(EvalRun, on_delete=models.CASCADE, related_name="human_verdicts")
+    model_key = models.CharField(max_length=100)
+    item = models.ForeignKey(EvalItem, on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    preferred = models.CharField(max_length=10, choices=HumanPreference.choices)
+    created_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["run", "model_key", "item", "user"],
+                name="evalhumanverdict_unique_run_model_item_user",
+            )
+        ]

@@ -10,6 +10,7 @@ from typing import Any
 from django.template.loader import render_to_string
 from django.utils import timezone
 
+from distillapp.evaluation.human_verdicts import judge_human_agreement
 from distillapp.evaluation.models import EvalAnswer, EvalItem, EvalJudgement, EvalRun
 from distillapp.evaluation.selectors import eval_run_contaminated, eval_run_samples
 
@@ -143,7 +144,7 @@ def dashboard_context(run: EvalRun) -> dict[str, Any]:
         "collapse": collapse_table(run),
         "safety": safety_table(run),
         "contamination": results.get("contamination") or {},
-        "agreement": results.get("agreement") or {},
+        "agreement": judge_human_agreement(run=run),
         "chart": chart_data(run),
         "has_judge": bool(run.judge),
         "scored": bool(results),
@@ -208,7 +209,7 @@ def results_json(run: EvalRun) -> dict[str, Any]:
         },
         "perf": (run.results or {}).get("perf") or {},
         "judge": {k: v for k, v in (run.judge or {}).items() if k != "system_prompt"},
-        "judge_human_agreement": (run.results or {}).get("agreement") or {},
+        "judge_human_agreement": judge_human_agreement(run=run),
         "contamination": {k: v for k, v in contamination.items() if k != "item_ngrams"},
         "lineage": run.lineage,
         "config": {

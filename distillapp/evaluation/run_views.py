@@ -12,15 +12,17 @@ from django.core.exceptions import ValidationError
 from django.http import HttpResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
 from distillapp.accounts.models import Role, role_at_least
 from distillapp.core.cursor import InvalidCursor
-from distillapp.core.http import HtmxHttpRequest
+from distillapp.core.http import HtmxHttpRequest, parse_int
 from distillapp.core.runs.models import RunStatus
-from distillapp.evaluation import reports, run_services, selectors
-from distillapp.evaluation.models import EvalRun
+from distillapp.evaluation import human_verdicts, reports, run_services, selectors
+from distillapp.evaluation.models import EvalRun, HumanPreference
 from distillapp.generation.models import Teacher, TeacherKind
 from distillapp.projects.access import get_project_for_user, get_scoped_object
 from distillapp.training.models import BaseModel, TrainingArtifact, TrainingRun
@@ -139,6 +141,17 @@ def eval_run_samples(request: HtmxHttpRequest, eval_run_id: int) -> HttpResponse
     except InvalidCursor as exc:
         page, error = selectors.SamplePage(samples=[], next_cursor=None), str(exc)
     labels = {s["key"]: s["label"] for s in run.model_specs}
+    can_review = bool(run.judge) and role_at_least(_m.role, Role.REVIEWER)
+    mine = (
+        human_verdicts.human_verdicts_for(
+            run=run, user=request.user, item_ids=[s.item.pk for s in page.samples]
+        )
+        if can_review
+        else {}
+    )
+    mine_by_item: dict[int, dict[str, str]] = {}
+    for (item_id, key), preferred in mine.items():
+        mine_by_item.setdefault(item_id, {})[key] = preferred
     context = {
         "run": run,
         "project": run.project,
@@ -149,6 +162,9 @@ def eval_run_samples(request: HtmxHttpRequest, eval_run_id: int) -> HttpResponse
         "labels": labels,
         "candidates": [s for s in run.model_specs if s["key"] != run.baseline_key],
         "categories": selectors.eval_run_categories(run=run),
+        "can_review": can_review,
+        "mine": mine_by_item,
+        "preferences": HumanPreference.choices,
     }
     template = "evaluation/samples.html"
     if request.htmx and get.get("cursor"):
@@ -176,3 +192,28 @@ def eval_run_resume(request: HtmxHttpRequest, eval_run_id: int) -> HttpResponseB
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
     return redirect("eval_run_detail", run.pk)
+
+
+@login_required
+@require_POST
+def eval_human_verdict(request: HtmxHttpRequest, eval_run_id: int) -> HttpResponseBase:
+    """A reviewer's verdict on one pair, from the side-by-side viewer (a plain form: the answers'
+    container disables htmx). Back to where the reviewer was."""
+    run, _m = _run(request, eval_run_id, Role.REVIEWER)
+    try:
+        verdict = human_verdicts.eval_human_verdict_set(
+            run=run,
+            item_id=parse_int(request.POST.get("item_id")) or 0,
+            model_key=request.POST.get("model_key", "")[:100],
+            preferred=request.POST.get("preferred", ""),
+            user=request.user,
+        )
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+        return redirect("eval_run_samples", run.pk)
+    back = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(
+        back, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ) or not back.startswith(reverse("eval_run_samples", args=[run.pk])):
+        back = reverse("eval_run_samples", args=[run.pk])
+    return redirect(f"{back}#item-{verdict.item_id}")

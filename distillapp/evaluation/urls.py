@@ -24,6 +24,11 @@ urlpatterns = [
     path(
         "eval-runs/<int:eval_run_id>/samples/", run_views.eval_run_samples, name="eval_run_samples"
     ),
+    path(
+        "eval-runs/<int:eval_run_id>/review/verdict/",
+        run_views.eval_human_verdict,
+        name="eval_human_verdict",
+    ),
     path("eval-runs/<int:eval_run_id>/cancel/", run_views.eval_run_cancel, name="eval_run_cancel"),
     path("eval-runs/<int:eval_run_id>/resume/", run_views.eval_run_resume, name="eval_run_resume"),
 ]
