@@ -75,3 +75,13 @@ def test_launch_watch_dashboard_side_by_side_and_report(
     page.wait_for_url("**outcome=loss**")
     assert page.locator(".sample").count() == 7
     assert "the teacher" in page.inner_text(".sample .verdict")
+    # The owner gives her own verdict on the first pair; the agreement on the dashboard uses it.
+    first = page.locator(".sample").first
+    item_id = first.get_attribute("data-item")
+    first.locator(".human-verdict button[value=baseline]").click()
+    page.wait_for_url(f"**outcome=loss*#item-{item_id}")
+    chosen = page.locator(f"#item-{item_id} .human-verdict button[aria-pressed=true]")
+    assert chosen.get_attribute("value") == "baseline"
+    page.goto(page.url.split("/samples/")[0] + "/")
+    assert "κ" in page.inner_text("#agreement") and "on 1 item " in page.inner_text("#agreement")
+    assert "reviewers' own verdicts" in page.inner_text("#agreement")
