@@ -7,8 +7,6 @@ import io
 import json
 import re
 import shutil
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -17,6 +15,7 @@ from distillapp.core.runs.models import RunStatus
 from distillapp.evaluation import services as eval_services
 from distillapp.generation import services as gen_services
 from distillapp.training.models import BaseModel, BaseModelSource, TrainingArtifact, TrainingRun
+from tests.evaluation.chat_server import ChatHandler, serve
 from tests.generation.conftest import API_KEY, fake_openai  # noqa: F401 - fixture
 from tests.generation.tiny_model import build_tiny_model
 
@@ -25,62 +24,24 @@ from tests.generation.tiny_model import build_tiny_model
 PLANTED = "the quick brown fox jumps over the lazy dog while seven cats watch from the wall"
 
 
-class _JudgeHandler(BaseHTTPRequestHandler):
+class _JudgeHandler(ChatHandler):
     """A pairwise judge that prefers the answer written by the fake teacher ("Answer to: ...")
     whichever position it is shown in: every other model loses every pair, in both orders."""
 
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args):
-        pass
-
-    def do_POST(self):  # noqa: N802
-        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
-        self.server.requests.append(body)
+    def answer(self, body):
         user = body["messages"][-1]["content"]
         if "<answer_a>" not in user:  # asked as a model, not as a judge: a plain answer
-            self._reply("A plain answer.")
-            return
+            return "A plain answer."
         a = re.search(r"<answer_a>\n(.*)\n</answer_a>", user, re.DOTALL).group(1)
         b = re.search(r"<answer_b>\n(.*)\n</answer_b>", user, re.DOTALL).group(1)
         ta, tb = "Answer to:" in a, "Answer to:" in b
         winner = "tie" if ta == tb else ("A" if ta else "B")
-        self._reply(json.dumps({"winner": winner, "rationale": f"<b>{winner}</b> is the teacher"}))
-
-    def _reply(self, content: str) -> None:
-        data = json.dumps(
-            {
-                "id": "x",
-                "object": "chat.completion",
-                "created": 0,
-                "model": "judge",
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": content},
-                        "finish_reason": "stop",
-                    }
-                ],
-                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-            }
-        ).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        return json.dumps({"winner": winner, "rationale": f"<b>{winner}</b> is the teacher"})
 
 
 @pytest.fixture
 def judge_server():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _JudgeHandler)
-    server.daemon_threads = True
-    server.requests = []
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    server.base_url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-    yield server
-    server.shutdown()
-    server.server_close()
+    yield from serve(_JudgeHandler)
 
 
 @pytest.fixture

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import re
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from tests.evaluation.chat_server import ChatHandler, serve
 from workers.engine.evaluation.pairwise import (
     PAIRWISE_RESPONSE_FORMAT,
     PairItem,
@@ -19,17 +18,10 @@ from workers.engine.evaluation.pairwise import (
 from workers.engine.judge import JudgeParseError
 
 
-class PairHandler(BaseHTTPRequestHandler):
+class PairHandler(ChatHandler):
     """Prefers the answer containing GOOD; with FIRST in the prompt, always answers A."""
 
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args):
-        pass
-
-    def do_POST(self):  # noqa: N802
-        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
-        self.server.requests.append(body)
+    def answer(self, body):
         user = body["messages"][-1]["content"]
         a = re.search(r"<answer_a>\n(.*)\n</answer_a>", user, re.DOTALL).group(1)
         if "FIRST" in user.split("<answer_a>")[0]:
@@ -38,40 +30,12 @@ class PairHandler(BaseHTTPRequestHandler):
             winner = "maybe"
         else:
             winner = "A" if "GOOD" in a else "B"
-        content = json.dumps({"winner": winner, "rationale": "because"})
-        data = json.dumps(
-            {
-                "id": "x",
-                "object": "chat.completion",
-                "created": 0,
-                "model": "judge",
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": content},
-                        "finish_reason": "stop",
-                    }
-                ],
-                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-            }
-        ).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        return json.dumps({"winner": winner, "rationale": "because"})
 
 
 @pytest.fixture
 def pair_server():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), PairHandler)
-    server.daemon_threads = True
-    server.requests = []
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    server.base_url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-    yield server
-    server.shutdown()
-    server.server_close()
+    yield from serve(PairHandler)
 
 
 def test_each_pair_is_judged_in_both_orders_with_the_schema(pair_server):

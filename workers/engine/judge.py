@@ -70,13 +70,9 @@ MAX_REPLY = 2000
 _FENCE = re.compile(r"\A```(?:json|JSON)?[ \t]*\n(.*?)\n?```\Z", re.DOTALL)
 
 
-def parse_judgement(text: str) -> tuple[float, str]:
-    """(score 1–10, rationale) from a judge reply, strictly: the whole reply must be a JSON
-    object (or one ```json fence holding it) whose `score` is a number from 1 to 10.
-
-    Anything else raises JudgeParseError with the raw reply: no number is ever read out of prose,
-    which may be the prompt or the rubric echoed back ("from 1 (useless) to 10").
-    """
+def reply_object(text: str, field: str) -> dict[str, Any]:
+    """The JSON object a judge reply must be (or one ```json fence holding it), with `field` in
+    it; anything else raises JudgeParseError carrying the raw reply."""
     raw = text or ""
     body = raw.strip()
     if not body:
@@ -88,14 +84,28 @@ def parse_judgement(text: str) -> tuple[float, str]:
         data = json.loads(body)
     except ValueError:
         raise JudgeParseError("The judge's reply is not the JSON object asked for.", raw) from None
-    if not isinstance(data, dict) or "score" not in data:
-        raise JudgeParseError('The judge\'s reply has no "score" field.', raw)
+    if not isinstance(data, dict) or field not in data:
+        raise JudgeParseError(f'The judge\'s reply has no "{field}" field.', raw)
+    return data
+
+
+def rationale_of(data: dict[str, Any]) -> str:
+    rationale = data.get("rationale")
+    return rationale.strip()[:MAX_RATIONALE] if isinstance(rationale, str) else ""
+
+
+def parse_judgement(text: str) -> tuple[float, str]:
+    """(score 1–10, rationale) from a judge reply, strictly: the whole reply must be a JSON
+    object (or one ```json fence holding it) whose `score` is a number from 1 to 10.
+
+    Anything else raises JudgeParseError with the raw reply: no number is ever read out of prose,
+    which may be the prompt or the rubric echoed back ("from 1 (useless) to 10").
+    """
+    data = reply_object(text, "score")
     score = data["score"]
     if isinstance(score, bool) or not isinstance(score, int | float) or not 1 <= score <= 10:
-        raise JudgeParseError(f"The judge gave no score from 1 to 10: {score!r}.", raw)
-    rationale = data.get("rationale")
-    rationale = rationale.strip() if isinstance(rationale, str) else ""
-    return float(score), rationale[:MAX_RATIONALE]
+        raise JudgeParseError(f"The judge gave no score from 1 to 10: {score!r}.", text or "")
+    return float(score), rationale_of(data)
 
 
 def result_from_reply(key: int, reply: str) -> JudgeResult:

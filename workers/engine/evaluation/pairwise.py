@@ -13,15 +13,13 @@ format sent as `response_format` where the endpoint takes it.
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from workers.engine.evaluation.stats import bootstrap_ci
-from workers.engine.judge import MAX_RATIONALE, JudgeClient, JudgeParseError
+from workers.engine.judge import JudgeClient, JudgeParseError, rationale_of, reply_object
 from workers.engine.outbound import OutboundPolicy
 
 Verdict = Literal["first", "second", "tie"]
@@ -50,7 +48,6 @@ PAIRWISE_RESPONSE_FORMAT: dict[str, Any] = {
     "type": "json_schema",
     "json_schema": {"name": "pairwise_judgement", "strict": True, "schema": PAIRWISE_SCHEMA},
 }
-_FENCE = re.compile(r"\A```(?:json|JSON)?[ \t]*\n(.*?)\n?```\Z", re.DOTALL)
 _WINNERS: dict[str, Verdict] = {"a": "first", "b": "second", "tie": "tie"}
 _FIRST_SCORE = {"first": 1.0, "second": 0.0, "tie": 0.5}
 
@@ -132,26 +129,12 @@ def judge_both_orders(items: Iterable[PairItem], judge: JudgeFn) -> list[PairOut
 def parse_pairwise(text: str) -> tuple[Verdict, str]:
     """(verdict, rationale) from a reply that is exactly the JSON object asked for (or one
     ```json fence holding it) with "winner" one of A, B, tie; otherwise JudgeParseError."""
-    raw = text or ""
-    body = raw.strip()
-    if not body:
-        raise JudgeParseError("The judge sent an empty reply.", raw)
-    fenced = _FENCE.match(body)
-    if fenced:
-        body = fenced.group(1).strip()
-    try:
-        data = json.loads(body)
-    except ValueError:
-        raise JudgeParseError("The judge's reply is not the JSON object asked for.", raw) from None
-    if not isinstance(data, dict) or "winner" not in data:
-        raise JudgeParseError('The judge\'s reply has no "winner" field.', raw)
+    data = reply_object(text, "winner")
     winner = data["winner"]
     verdict = _WINNERS.get(winner.strip().lower()) if isinstance(winner, str) else None
     if verdict is None:
-        raise JudgeParseError(f"The judge named no winner among A, B, tie: {winner!r}.", raw)
-    rationale = data.get("rationale")
-    rationale = rationale.strip() if isinstance(rationale, str) else ""
-    return verdict, rationale[:MAX_RATIONALE]
+        raise JudgeParseError(f"The judge named no winner among A, B, tie: {winner!r}.", text or "")
+    return verdict, rationale_of(data)
 
 
 def build_pairwise_messages(
