@@ -6,7 +6,7 @@ from typing import Any
 from django.http import HttpRequest
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
-from ninja import Field, Query, Router, Schema
+from ninja import Field, Query, Router, Schema, Status
 
 from distillapp.accounts import services
 from distillapp.accounts.access import get_org_for_user
@@ -58,9 +58,9 @@ def list_orgs(request: HttpRequest) -> list[OrgOut]:
 
 
 @router.post("/orgs", response={201: OrgOut})
-def create_org(request: HttpRequest, payload: OrgIn) -> tuple[int, OrgOut]:
+def create_org(request: HttpRequest, payload: OrgIn) -> Status:
     org = services.organization_create(name=payload.name, owner=request.user)
-    return 201, OrgOut(id=org.pk, name=org.name, role=Role.OWNER)
+    return Status(201, OrgOut(id=org.pk, name=org.name, role=Role.OWNER))
 
 
 @router.get("/orgs/{org_id}/members", response=list[MemberOut])
@@ -70,12 +70,12 @@ def list_members(request: HttpRequest, org_id: int) -> list[MemberOut]:
 
 
 @router.post("/orgs/{org_id}/members", response={201: MemberOut})
-def add_member(request: HttpRequest, org_id: int, payload: MemberIn) -> tuple[int, MemberOut]:
+def add_member(request: HttpRequest, org_id: int, payload: MemberIn) -> Status:
     org, actor = get_org_for_user(request.user, org_id, Role.ADMIN)
     membership = services.membership_add(
         org=org, username=payload.username, role=payload.role, actor_membership=actor
     )
-    return 201, _member_out(membership)
+    return Status(201, _member_out(membership))
 
 
 @router.patch("/orgs/{org_id}/members/{username}", response=MemberOut)
@@ -92,11 +92,11 @@ def set_member_role(request: HttpRequest, org_id: int, username: str, payload: R
 
 
 @router.delete("/orgs/{org_id}/members/{username}", response={204: None})
-def remove_member(request: HttpRequest, org_id: int, username: str) -> tuple[int, None]:
+def remove_member(request: HttpRequest, org_id: int, username: str) -> Status:
     _org, actor = get_org_for_user(request.user, org_id, Role.ADMIN)
     membership = get_object_or_404(Membership, org_id=org_id, user__username=username)
     services.membership_remove(membership=membership, actor_membership=actor)
-    return 204, None
+    return Status(204, None)
 
 
 class InvitationOut(Schema):
@@ -135,26 +135,24 @@ def list_invitations(request: HttpRequest, org_id: int) -> list[dict[str, Any]]:
 
 
 @router.post("/orgs/{org_id}/invitations", response={201: InvitationCreatedOut})
-def create_invitation(
-    request: HttpRequest, org_id: int, payload: InvitationIn
-) -> tuple[int, dict[str, Any]]:
+def create_invitation(request: HttpRequest, org_id: int, payload: InvitationIn) -> Status:
     org, actor = get_org_for_user(request.user, org_id, Role.ADMIN)
     invitation, plain = services.invitation_create(
         org=org, role=payload.role, actor_membership=actor, days=payload.days
     )
     url = request.build_absolute_uri(reverse("invitation_accept") + f"?token={plain}")
-    return 201, {**_invitation_out(invitation), "token": plain, "url": url}
+    return Status(201, {**_invitation_out(invitation), "token": plain, "url": url})
 
 
 @router.delete("/orgs/{org_id}/invitations/{invitation_id}", response={204: None})
-def revoke_invitation(request: HttpRequest, org_id: int, invitation_id: int) -> tuple[int, None]:
+def revoke_invitation(request: HttpRequest, org_id: int, invitation_id: int) -> Status:
     """Revoke a pending invitation; revoking one already used or revoked is a no-op."""
     _org, actor = get_org_for_user(request.user, org_id, Role.ADMIN)
     invitation = get_object_or_404(
         Invitation.objects.select_related("org"), pk=invitation_id, org_id=org_id
     )
     services.invitation_revoke(invitation=invitation, actor_membership=actor)
-    return 204, None
+    return Status(204, None)
 
 
 class AuditEventOut(Schema):

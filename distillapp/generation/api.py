@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest
-from ninja import Router, Schema
+from ninja import Router, Schema, Status
 from pydantic import Field
 
 from distillapp.accounts.models import Role
@@ -263,9 +263,7 @@ def list_teachers(request: HttpRequest, project_id: int) -> list[TeacherOut]:
 
 
 @router.post("/projects/{project_id}/teachers", response={201: TeacherOut})
-def create_teacher(
-    request: HttpRequest, project_id: int, payload: TeacherIn
-) -> tuple[int, TeacherOut]:
+def create_teacher(request: HttpRequest, project_id: int, payload: TeacherIn) -> Status:
     project, _m = get_project_for_user(request.user, project_id, Role.ADMIN)
     teacher = services.teacher_create(
         project=project,
@@ -285,7 +283,7 @@ def create_teacher(
         price_output_per_m=payload.prices.output_per_m,
         decoding=payload.decoding,
     )
-    return 201, teacher_out(teacher)
+    return Status(201, teacher_out(teacher))
 
 
 @router.get("/teachers/{teacher_id}", response=TeacherOut)
@@ -315,10 +313,10 @@ def patch_teacher(request: HttpRequest, teacher_id: int, payload: TeacherPatch) 
 
 
 @router.delete("/teachers/{teacher_id}", response={204: None})
-def delete_teacher(request: HttpRequest, teacher_id: int) -> tuple[int, None]:
+def delete_teacher(request: HttpRequest, teacher_id: int) -> Status:
     teacher, _m = get_scoped_object(request.user, Teacher.objects.all(), teacher_id, Role.ADMIN)
     services.teacher_delete(teacher=teacher)
-    return 204, None
+    return Status(204, None)
 
 
 @router.post("/teachers/{teacher_id}/test", response=TestOut)
@@ -341,7 +339,7 @@ def list_jobs(request: HttpRequest, project_id: int) -> list[JobOut]:
 
 
 @router.post("/projects/{project_id}/generation-jobs", response={201: JobOut})
-def create_job(request: HttpRequest, project_id: int, payload: JobIn) -> tuple[int, JobOut]:
+def create_job(request: HttpRequest, project_id: int, payload: JobIn) -> Status:
     project, _m = get_project_for_user(request.user, project_id, Role.ADMIN)
     prompt_set = PromptSet.objects.filter(pk=payload.prompt_set_id, project=project).first()
     teacher = Teacher.objects.filter(pk=payload.teacher_id, project=project).first()
@@ -363,7 +361,7 @@ def create_job(request: HttpRequest, project_id: int, payload: JobIn) -> tuple[i
         overrides=payload.overrides,
         created_by=request.user,
     )
-    return 201, job_out(job)
+    return Status(201, job_out(job))
 
 
 def _job(request: HttpRequest, job_id: int, role: str = Role.VIEWER) -> GenerationJob:

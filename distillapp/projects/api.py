@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from django.http import HttpRequest
-from ninja import Router, Schema
+from ninja import Router, Schema, Status
 
 from distillapp.accounts.access import get_org_for_user
 from distillapp.accounts.models import Role
@@ -50,12 +50,12 @@ def list_projects(request: HttpRequest, org_id: int | None = None) -> list[Proje
 
 
 @router.post("/projects", response={201: ProjectOut})
-def create_project(request: HttpRequest, payload: ProjectIn) -> tuple[int, ProjectOut]:
+def create_project(request: HttpRequest, payload: ProjectIn) -> Status:
     org, _m = get_org_for_user(request.user, payload.org_id, Role.ADMIN)
     project = services.project_create(
         org=org, name=payload.name, guidelines_md=payload.guidelines_md, created_by=request.user
     )
-    return 201, _out(project)
+    return Status(201, _out(project))
 
 
 @router.get("/projects/{project_id}", response=ProjectOut)
@@ -75,7 +75,7 @@ def patch_project(request: HttpRequest, project_id: int, payload: ProjectPatch) 
 
 
 @router.delete("/projects/{project_id}", response={204: None})
-def delete_project(request: HttpRequest, project_id: int) -> tuple[int, None]:
+def delete_project(request: HttpRequest, project_id: int) -> Status:
     project, _m = get_project_for_user(request.user, project_id, Role.ADMIN)
     services.project_delete(project=project, actor=request.user)
-    return 204, None
+    return Status(204, None)
