@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 import signal
 import sys
@@ -237,6 +238,20 @@ def _run_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _quiet_cuda_only_kernels() -> None:
+    """torchao (imported by peft) warns on every start that its CUDA kernel libraries failed to
+    load. Without a GPU that is expected, and it buried the lines people read in the run's log;
+    with one, the warning still shows."""
+    import torch
+
+    if not torch.cuda.is_available():
+        logging.getLogger("torchao").setLevel(logging.ERROR)
+    # torchao registers its enums the way torch 2.13 deprecates: a notice per enum, per start.
+    logging.getLogger("torch.utils._pytree").addFilter(
+        lambda record: "is an Enum subclass" not in record.getMessage()
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m workers.engine")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -266,6 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     q.add_argument("--eval-data", help="JSONL: loss before and after on these examples")
     q.add_argument("--max-length", type=int, default=1024)
     args = parser.parse_args(argv)
+    _quiet_cuda_only_kernels()
     handlers = {
         "train": _run_train,
         "merge": _run_merge,
