@@ -57,5 +57,5 @@ def test_evaluation_operations_answer_within_their_declared_responses(world, sam
             check()
         except (Exception, BaseExceptionGroup) as exc:  # noqa: BLE001 - report every operation
             failures.append(f"{operation.label}: {str(exc)[:1500]}")
-    assert len(labels) == 16, labels
+    assert len(labels) == 17, labels
     assert not failures, "\n\n".join(failures)
