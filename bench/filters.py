@@ -8,9 +8,12 @@ Creates (and drops first) its own database, `distillery_bench_filters` by defaul
 DATABASE_URL, and seeds one project per size with INSERT … SELECT generate_series: 2 samples per
 prompt, ~300-character answers, 2 % exact copies and 2 % near copies of other prompts' answers.
 Each measurement runs in a fresh process so its peak RSS (VmHWM) is its own; "growth" is the peak
-minus the RSS after Django and the pipeline's imports were loaded. Baselines in the same run: a
-plain ORM iteration of the same columns (rows/s), and the old all-in-memory approach (every row in
-a list, then duplicates over all texts at once) at `--baseline-inmemory` completions (peak RSS).
+minus the RSS after Django and the pipeline's imports were loaded. The pipeline keeps what grows
+with the number of completions in its scratch SQLite file (`distillapp.filters.dedup_store`), so
+its RSS growth should be the same at every size; the file's size when the run deleted it is
+printed too. Baselines in the same run: a plain ORM iteration of the same columns (rows/s), and
+the old all-in-memory approach (every row in a list, then duplicates over all texts at once) at
+`--baseline-inmemory` completions (peak RSS).
 """
 
 from __future__ import annotations
@@ -127,6 +130,8 @@ def child(mode: str, project_id: int) -> None:
 
     from distillapp.filters import dedup, services
     from distillapp.filters.models import CompletionVerdict, FilterRun
+    from distillapp.filters.scratch import ScratchDB
+    from distillapp.filters.services.run_scratch import scratch_dir
     from distillapp.generation.models import Completion
     from distillapp.projects.models import Project
 
@@ -138,11 +143,20 @@ def child(mode: str, project_id: int) -> None:
     t0 = time.perf_counter()
     out: dict = {"mode": mode}
     if mode == "pipeline":
+        scratch_sizes = []
+        delete = ScratchDB.close
+
+        def close(self: ScratchDB) -> None:
+            scratch_sizes.append(self.size())
+            delete(self)
+
+        ScratchDB.close = close
         run = FilterRun.objects.create(project=project)
         services.filter_run_execute(run_id=run.pk)
         run.refresh_from_db()
         out.update(rows=run.counts["total"], status=run.status, counts=run.counts)
-        out["bytes_per_item"] = dedup.DedupIndex(exact=True, near=True).bytes_per_item + 8
+        out["scratch_bytes"] = max(scratch_sizes)
+        out["scratch_left"] = len(list(scratch_dir().glob(f"filter-run-{run.pk}-*")))
         out["verdicts"] = CompletionVerdict.objects.filter(project=project).count()
     elif mode == "orm":
         rows = 0
@@ -209,11 +223,15 @@ def main() -> None:
         orm = _measure("orm", projects[n])
         pipe = _measure("pipeline", projects[n])
         results[n] = (orm, pipe)
+        if pipe["status"] != "succeeded" or pipe["scratch_left"] or pipe["verdicts"] != n:
+            print(f"WARNING at {n:,}: {pipe}", flush=True)
         c = pipe["counts"]["by_flag"]
         print(
             f"{n:>9,} completions: pipeline {pipe['rows'] / pipe['seconds']:8,.0f} rows/s "
             f"({pipe['seconds']:.1f} s), peak RSS growth {pipe['peak_growth'] / mb:7.1f} MiB "
-            f"({pipe['peak_growth'] / n:.0f} B/completion); plain ORM iteration "
+            f"({pipe['peak_growth'] / n:.0f} B/completion), scratch file "
+            f"{pipe['scratch_bytes'] / mb:.0f} MiB ({pipe['scratch_bytes'] / n:.0f} B/completion); "
+            "plain ORM iteration "
             f"{orm['rows'] / orm['seconds']:8,.0f} rows/s, growth {orm['peak_growth'] / mb:.1f} MiB; "
             f"ratio pipeline/ORM {(pipe['rows'] / pipe['seconds']) / (orm['rows'] / orm['seconds']):.3f}; "
             f"flags {c}",
@@ -224,9 +242,10 @@ def main() -> None:
         g_lo, g_hi = results[lo][1]["peak_growth"], results[hi][1]["peak_growth"]
         per_item = (g_hi - g_lo) / (hi - lo)
         print(
-            f"peak RSS growth {lo:,} → {hi:,}: {g_lo / mb:.1f} → {g_hi / mb:.1f} MiB; "
-            f"marginal {per_item:.0f} B per extra completion (compact state: "
-            f"{results[hi][1]['bytes_per_item']} B/completion)",
+            f"peak RSS growth {lo:,} → {hi:,}: {g_lo / mb:.1f} → {g_hi / mb:.1f} MiB "
+            f"({(g_hi - g_lo) / mb:+.1f} MiB); marginal {per_item:.1f} B per extra completion; "
+            f"rows/s {results[lo][1]['rows'] / results[lo][1]['seconds']:,.0f} → "
+            f"{results[hi][1]['rows'] / results[hi][1]['seconds']:,.0f}",
             flush=True,
         )
     if args.baseline_inmemory:

@@ -1,16 +1,16 @@
 """Duplicates and a prompt's samples, and the streaming pipeline that finds them over the whole
-project from compact state (batches of completions, texts fetched again only for candidates)."""
+project (batches of completions, state in the run's scratch database, texts fetched again only
+for candidates). The store itself: test_dedup_store.py."""
 
 from __future__ import annotations
 
 import random
 
-import numpy as np
 import pytest
 
-from distillapp.filters import dedup
+from distillapp.filters import dedup, dedup_store
 from distillapp.filters.models import CompletionVerdict, FilterRun, VerdictState
-from distillapp.filters.services import filter_config_update, pipeline
+from distillapp.filters.services import filter_config_update, pipeline, verdict_rows
 from tests.factories import CompletionFactory, GenerationJobFactory, PromptFactory, TeacherFactory
 from tests.filters.conftest import filter_job
 
@@ -143,8 +143,9 @@ def _snapshot(project):
 
 @pytest.mark.django_db
 def test_small_batches_give_the_same_verdicts_as_one_batch(job, project, monkeypatch):
-    """The pipeline reads `_BATCH` completions at a time and checks candidate pairs with texts
-    fetched a few at a time; the verdicts must not depend on either size."""
+    """The pipeline reads `_BATCH` completions at a time, the store sorts its keys a partition
+    at a time and checks candidate pairs with texts fetched a few at a time; the verdicts must
+    not depend on any of these sizes."""
     completions = [_samples(job, t)[0] for t in _mixed_texts(40)]
     filter_job(job)
     whole = _snapshot(project)
@@ -163,8 +164,10 @@ def test_small_batches_give_the_same_verdicts_as_one_batch(job, project, monkeyp
 
     monkeypatch.setattr(pipeline, "_batches", small_batches)
     monkeypatch.setattr(pipeline, "_BATCH", 3)
-    monkeypatch.setattr(pipeline, "_SAVE_BATCH", 2)  # verdict upserts in chunks too
-    monkeypatch.setattr(dedup, "_VERIFY_TEXTS", 2)
+    monkeypatch.setattr(verdict_rows, "SAVE_BATCH", 2)  # verdict upserts in chunks too
+    monkeypatch.setattr(dedup_store, "_VERIFY_TEXTS", 2)
+    monkeypatch.setattr(dedup_store, "_CHUNK", 2)  # pages of pairs, ids per lookup
+    monkeypatch.setattr(dedup_store, "PART_ENTRIES", 7)  # many partitions
     filter_job(job)
     assert max(sizes) == 3 and sum(sizes) == len(completions)
     assert _snapshot(project) == whole
@@ -192,32 +195,7 @@ def test_a_job_run_compares_with_the_rest_of_the_project_in_batches(job, project
     assert _v(later[2]).state == VerdictState.PASSED
 
 
-def test_the_index_keeps_compact_state_and_finds_groups_across_groups_only():
-    texts = [BASE, CLOSE, CLOSER, BASE, "", "Unrelated text about the sea and its tides."]
-    prompts = [1, 1, 2, 3, 4, 5]
-    index = dedup.DedupIndex(exact=True, near=True, threshold=0.8, capacity=2)
-    index.add(list(range(10, 16)), prompts, [dedup.RANK_CLEAN] * 6, texts, in_scope=True)
-    assert index.n == 5  # the empty text has no state
-    assert index.bytes_per_item == 8 + 8 + 1 + 1 + 8 + 4 * 16
-    found = index.resolve(lambda ids: {i: texts[i - 10] for i in ids})
-    assert [int(x) for x in found.ids] == [12, 13]
-    assert found.get(12)[:3] == (dedup.NEAR, 10, 10) and found.get(12)[3] >= 0.8
-    assert found.get(13) == (dedup.EXACT, 10, 10, 1.0)
-    assert found.get(11) is None  # a sample of prompt 1, like the kept one
-    assert [int(x) for x in found.in_scope] == [1, 1]
-
-
 def test_near_duplicate_groups_can_keep_texts_of_one_key_apart():
     assert dedup.near_duplicate_groups([BASE, CLOSE], threshold=0.8) == [[0, 1]]
     assert dedup.near_duplicate_groups([BASE, CLOSE], threshold=0.8, apart=[7, 7]) == []
     assert dedup.near_duplicate_groups([BASE, CLOSE], threshold=0.8, apart=[7, 8]) == [[0, 1]]
-
-
-def test_duplicates_contains_answers_for_many_ids_at_once():
-    index = dedup.DedupIndex(exact=True, near=False, capacity=4)
-    index.add([5, 7, 9, 11], [1, 2, 3, 4], [1, 1, 1, 1], ["x", "y", "x", "x"], in_scope=True)
-    found = index.resolve(lambda ids: {})
-    asked = np.array([1, 5, 9, 11, 12], dtype=np.int64)
-    assert found.contains(asked).tolist() == [False, False, True, True, False]
-    empty = dedup.DedupIndex(exact=True, near=False).resolve(lambda ids: {})
-    assert empty.contains(asked).tolist() == [False] * 5
