@@ -9,13 +9,18 @@ DATABASE_URL; seeds it with COPY (64 distinct DTK1 top-k records) and INSERT …
 generate_series: one prompt set, job A with a quarter of the completions and job B with the rest,
 two samples per prompt, every completion passed by the filters, approved by a review (5 % edited).
 
-Each build runs in a child process of its own (a worker), which reports rows/s and its peak RSS
-growth over its start (sampled every 20 ms from /proc/self/statm):
+Each build runs in a child process of its own (a fresh worker: its first-use imports count), which
+reports rows/s and its peak RSS growth over its start (sampled every 20 ms from /proc/self/statm):
   1. job A only (250k rows), 2. every job (1M rows, new dataset), 3. every job again as the next
   version of (2) (1M rows, with the diff against a 1M-row parent).
-The naive baseline (ORM iteration with select_related + json.dumps per row into one JSONL file)
-runs in a child too, over `--baseline-rows` rows. Target: ≥ 100,000 rows/s and ≥ 5× the baseline.
+The build reads its rows with one binary COPY on a connection of its own (`datasets/pgstream.py`),
+so the bench also times that statement alone, in a child that reads every row and drops it: what
+PostgreSQL needs to produce the rows, a floor for the build. The naive baseline (ORM iteration
+with select_related + json.dumps per row into one JSONL file) runs in a child too, over
+`--baseline-rows` rows. Target: ≥ 100,000 rows/s and ≥ 5× the baseline.
 `--explain` prints EXPLAIN ANALYZE of the completions browser's default page and common filters.
+`--profile FILE` writes a cProfile of the 1M build's main thread (the reader, writer and hashing
+threads are not in it).
 """
 
 from __future__ import annotations
@@ -243,6 +248,30 @@ def child_build(version_id: int, profile: str | None) -> dict:
     }
 
 
+def child_query(project_id: int) -> dict:
+    """The build's COPY statement for every job, alone: every row read (as the build's reader
+    does) and dropped."""
+    from django.db import connection
+
+    from distillapp.datasets.pgstream import copy_sql
+    from distillapp.datasets.recipe import recipe_parse
+    from distillapp.projects.models import Project
+
+    sql, params = copy_sql(project=Project.objects.get(pk=project_id), recipe=recipe_parse({}))
+    t0 = time.perf_counter()
+    rows = size = 0
+    first = None
+    with connection.cursor() as cursor:
+        cursor.execute("SET jit = off")
+        with cursor.copy(sql, params) as copy:
+            while data := copy.read():
+                if first is None:
+                    first = time.perf_counter() - t0
+                rows += 1
+                size += len(data)
+    return {"rows": rows - 1, "bytes": size, "first": first, "seconds": time.perf_counter() - t0}
+
+
 def child_baseline(project_id: int, limit: int, out: str) -> dict:
     """The naive way: the ORM with select_related, one json.dumps per row."""
     from distillapp.generation.models import Completion
@@ -336,13 +365,14 @@ def main() -> None:
     parser.add_argument("--profile", default="", help="cProfile output of the full build")
     parser.add_argument("--child-build", type=int)
     parser.add_argument("--child-baseline", type=int)
+    parser.add_argument("--child-query", type=int)
     parser.add_argument("--out", default="")
     args = parser.parse_args()
 
     url = os.environ.get("DATABASE_URL", "")
     if not url.startswith(("postgres://", "postgresql://")):
         sys.exit("bench/dataset_build.py needs DATABASE_URL=postgres://…")
-    child = args.child_build is not None or args.child_baseline is not None
+    child = any(c is not None for c in (args.child_build, args.child_baseline, args.child_query))
     if child:
         os.environ["DATABASE_URL"] = urlunparse(urlparse(url)._replace(path=f"/{args.db_name}"))
         reused = True
@@ -357,6 +387,9 @@ def main() -> None:
         return
     if args.child_baseline is not None:
         print(json.dumps(child_baseline(args.child_baseline, args.baseline_rows, args.out)))
+        return
+    if args.child_query is not None:
+        print(json.dumps(child_query(args.child_query)))
         return
 
     import tempfile
@@ -419,6 +452,12 @@ def main() -> None:
         )
         assert results["1M+diff"]["sha256"] == results["1M"]["sha256"]
     print("files of the 1M version:", json.dumps(results["1M"]["files"]))
+    query = _child(["--db-name", args.db_name, "--child-query", str(project.pk)])
+    print(
+        f"PostgreSQL alone (the build's COPY, rows read and dropped) {query['rows']:>9,} rows  "
+        f"{query['seconds']:6.1f} s  {query['rows'] / query['seconds']:>9,.0f} rows/s  "
+        f"first row after {query['first']:.1f} s, {query['bytes'] / 2**20:,.0f} MiB"
+    )
     base = _child(
         ["--db-name", args.db_name, "--child-baseline", str(project.pk),
          "--baseline-rows", str(args.baseline_rows), "--out", str(media / "naive.jsonl")]

@@ -1,23 +1,25 @@
 """Exports of a built version: chat JSONL (streamed from the Parquet file), Parquet, and a Hugging
-Face `datasets` folder (`save_to_disk`, zipped, with a dataset card), which the build writes on the
-worker (it needs the `datasets` package) from Arrow streams written beside the Parquet file."""
+Face `datasets` folder (`save_to_disk`'s layout, zipped, with a dataset card), which the build
+writes on the worker (it needs the `datasets` package) as the rows come (`writer.HfZip`)."""
 
 from __future__ import annotations
 
+import contextlib
+import importlib.metadata
 import json
-import shutil
+import os
 import tempfile
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
-from distillapp.datasets.writer import HF_SCHEMA, hf_stream_name
+from distillapp.datasets.batches import MESSAGE_TYPE
+from distillapp.datasets.writer import HF_SCHEMA, HF_ZIP, HfLayout
 
-HF_ZIP = "hf.zip"
-SPLITS = ("train", "validation")
+__all__ = ["HF_ZIP", "chat_jsonl_lines", "dataset_card", "file_chunks", "hf_layout"]
 
 
 def chat_jsonl_lines(parquet_path: Path, *, split: str | None = None) -> Iterator[bytes]:
@@ -99,46 +101,70 @@ def dataset_card(
     return "\n".join(lines)
 
 
-def hf_available() -> bool:
+def hf_layout(*, cache: Path | None = None) -> HfLayout | None:
+    """What `datasets.DatasetDict.save_to_disk` writes besides the rows, as the installed
+    `datasets` writes it, so `writer.HfZip` can write the same folder into `hf.zip` while the
+    rows come. None when `datasets` is not installed (the version then has no `hf.zip`).
+
+    It is taken from a one-row dataset saved to a temporary folder, once per `datasets` version:
+    kept in memory and in `cache` (a folder), so a worker imports `datasets` (a second or more of
+    imports) only the first time it meets a version."""
     try:
-        import datasets  # noqa: F401
+        version = importlib.metadata.version("datasets")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    if version in _HF_LAYOUTS:
+        return _HF_LAYOUTS[version]
+    path = cache / f"hf-layout-{version}.json" if cache is not None else None
+    layout = None
+    if path is not None and path.is_file():
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            layout = HfLayout.from_json(path.read_text(encoding="utf-8"))
+    if layout is None:
+        layout = _hf_layout_from_datasets()
+        if layout is None:
+            return None
+        if path is not None:
+            with contextlib.suppress(OSError):
+                path.parent.mkdir(parents=True, exist_ok=True)
+                partial = path.with_name(f".{path.name}.{os.getpid()}")
+                partial.write_text(layout.to_json(), encoding="utf-8")
+                partial.replace(path)
+    _HF_LAYOUTS[version] = layout
+    return layout
+
+
+_HF_LAYOUTS: dict[str, HfLayout] = {}
+
+
+def _hf_layout_from_datasets() -> HfLayout | None:
+    try:
+        import datasets
     except ImportError:
-        return False
-    return True
+        return None
+    from datasets.table import InMemoryTable
 
-
-def write_hf_zip(folder: Path, *, card: str) -> bool:
-    """Write `hf.zip` (a `DatasetDict.save_to_disk` folder plus README.md) into the version's
-    folder from the Arrow streams the writer left there (`writer.hf_stream_name`), memory-mapped,
-    so no split is ever whole in memory. Removes the streams. Returns False, writing no zip,
-    when the `datasets` package is not installed."""
-    streams = {split: folder / hf_stream_name(split) for split in SPLITS}
-    try:
-        try:
-            import datasets
-        except ImportError:
-            return False
-        from datasets.table import InMemoryTable
-
-        datasets.disable_progress_bars()
-        splits = {}
-        for split, stream in streams.items():
-            if stream.is_file():
-                splits[split] = datasets.Dataset.from_file(str(stream), in_memory=False)
-            elif split == "train":
-                splits[split] = datasets.Dataset(InMemoryTable(HF_SCHEMA.empty_table()))
-        with tempfile.TemporaryDirectory(dir=folder) as tmp:
-            out = Path(tmp) / "dataset"
-            datasets.DatasetDict(splits).save_to_disk(str(out))
-            (out / "README.md").write_text(card, encoding="utf-8")
-            with zipfile.ZipFile(
-                folder / HF_ZIP, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1
-            ) as zf:
-                for path in sorted(out.rglob("*")):
-                    if path.is_file():
-                        zf.write(path, Path("dataset") / path.relative_to(out))
-            shutil.rmtree(out, ignore_errors=True)
-        return True
-    finally:
-        for stream in streams.values():
-            stream.unlink(missing_ok=True)
+    datasets.disable_progress_bars()
+    one = pa.table(
+        [
+            pa.array([[{"role": "user", "content": ""}]], type=MESSAGE_TYPE),
+            pa.array([0], type=pa.int64()),
+            pa.array([""]),
+            pa.array([False]),
+        ],
+        schema=HF_SCHEMA,
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "dataset"
+        datasets.DatasetDict({"train": datasets.Dataset(InMemoryTable(one))}).save_to_disk(str(out))
+        split = out / "train"
+        state = json.loads((split / "state.json").read_text(encoding="utf-8"))
+        (data_file,) = [f["filename"] for f in state["_data_files"]]
+        with pa.ipc.open_stream(str(split / data_file)) as reader:
+            metadata = dict(reader.schema.metadata or {})
+        return HfLayout(
+            schema_metadata=metadata,
+            dataset_info=(split / "dataset_info.json").read_text(encoding="utf-8"),
+            state=state,
+            data_file=data_file,
+        )

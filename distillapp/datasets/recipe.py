@@ -6,6 +6,7 @@ approved sample, reasoning kept, exact duplicate pairs dropped, no validation sp
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -148,3 +149,19 @@ def strip_reasoning(text: str) -> str:
 def final_answer(text: str) -> str:
     """The text after a leading reasoning block, normalised for comparison with a reference."""
     return " ".join(strip_reasoning(text).split()).casefold()
+
+
+def validation_unit(seed: int, prompt_id: int) -> float:
+    """A prompt's place in [0, 1) for the seeded split: validation when below the fraction."""
+    digest = hashlib.blake2b(f"{seed}:{prompt_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+def dedupe_key(mode: str, prompt_id: int, target: str) -> int:
+    """8 bytes that stand for a row in dedupe: its target (and, for "pair", its prompt)."""
+    h = hashlib.blake2b(digest_size=8)
+    if mode == "pair":
+        h.update(str(prompt_id).encode())
+        h.update(b"\0")
+    h.update(target.encode("utf-8", "surrogatepass"))
+    return int.from_bytes(h.digest(), "big")

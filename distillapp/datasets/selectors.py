@@ -3,19 +3,25 @@ preview share `dataset_rows`, so the preview counts what a build would write).""
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from django.db import connections
 from django.db.models import BooleanField, ExpressionWrapper, Q, QuerySet
 
+from distillapp.datasets.batches import RowBatch, batch_from_rows, dumps
 from distillapp.datasets.models import Dataset, DatasetVersion
-from distillapp.datasets.recipe import Recipe, final_answer, strip_reasoning
+from distillapp.datasets.recipe import (
+    Recipe,
+    dedupe_key,
+    final_answer,
+    strip_reasoning,
+    validation_unit,
+)
 from distillapp.generation.models import Completion, CompletionStatus, GenerationJob
 from distillapp.projects.models import Project
 from distillapp.prompts.models import Split, chat_messages
@@ -122,20 +128,6 @@ def candidates_queryset(*, project: Project, recipe: Recipe) -> QuerySet[Complet
     return qs
 
 
-def _unit(seed: int, prompt_id: int) -> float:
-    digest = hashlib.blake2b(f"{seed}:{prompt_id}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2**64
-
-
-def _dedupe_key(mode: str, prompt_id: int, target: str) -> int:
-    h = hashlib.blake2b(digest_size=8)
-    if mode == "pair":
-        h.update(str(prompt_id).encode())
-        h.update(b"\0")
-    h.update(target.encode("utf-8", "surrogatepass"))
-    return int.from_bytes(h.digest(), "big")
-
-
 def _raw_rows(qs: QuerySet[Any]) -> Iterator[tuple[Any, ...]]:
     """The query's rows as plain tuples from a server-side cursor (PostgreSQL), `CHUNK` at a
     time: no model or converter work per row (JSON columns stay text; the caller parses each
@@ -219,7 +211,7 @@ def dataset_rows(
                 continue
             if messages is None:
                 messages = _messages(p_messages, p_text)
-                messages_json = _dumps(messages)
+                messages_json = dumps(messages)
             exact = target == text
             row = Row(
                 completion_id=cid,
@@ -258,7 +250,7 @@ def dataset_rows(
         split = (
             "validation"
             if recipe.validation_fraction
-            and _unit(recipe.seed, prompt_id) < recipe.validation_fraction
+            and validation_unit(recipe.seed, prompt_id) < recipe.validation_fraction
             else "train"
         )
         if per_prompt_dedupe:
@@ -273,7 +265,7 @@ def dataset_rows(
                 yield row
             continue
         for row, _best in qualifying:
-            key = _dedupe_key(recipe.dedupe, prompt_id, row.target)
+            key = dedupe_key(recipe.dedupe, prompt_id, row.target)
             if key in seen:
                 stats["dropped_duplicates"] += 1
                 continue
@@ -282,8 +274,51 @@ def dataset_rows(
             yield row
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+class RowBatches:
+    """`dataset_rows` for the build, as column batches (`batches.RowBatch`) of about `batch_rows`
+    rows: on PostgreSQL from a COPY stream that starts at once on a connection of its own
+    (`pgstream`); elsewhere (and inside a transaction) from `dataset_rows`. `after_rows()` is
+    `after()`: run on the stream's thread once the rows are read (its connection is idle then),
+    or here when asked. Call `close()`."""
+
+    def __init__(
+        self,
+        *,
+        project: Project,
+        recipe: Recipe,
+        stats: Counter[str],
+        batch_rows: int = 50_000,
+        after: Callable[[], Any] | None = None,
+    ) -> None:
+        from distillapp.datasets import pgstream
+
+        self._stream: pgstream.RowBatches | None = None
+        if pgstream.usable():
+            self._stream = pgstream.RowBatches(
+                project=project, recipe=recipe, stats=stats, batch_rows=batch_rows, after=after
+            )
+        self._project, self._recipe, self._stats = project, recipe, stats
+        self._batch_rows = batch_rows
+        self._after = after
+
+    def __iter__(self) -> Iterator[RowBatch]:
+        if self._stream is not None:
+            yield from self._stream
+            return
+        rows = dataset_rows(
+            project=self._project, recipe=self._recipe, stats=self._stats, with_topk=True
+        )
+        while chunk := list(itertools.islice(rows, self._batch_rows)):
+            yield batch_from_rows(chunk)
+
+    def after_rows(self) -> Any:
+        if self._stream is not None:
+            return self._stream.after.result()
+        return self._after() if self._after is not None else None
+
+    def close(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
 
 
 def recipe_preview(*, project: Project, recipe: Recipe) -> dict[str, Any]:

@@ -10,13 +10,17 @@ from __future__ import annotations
 import logging
 import re
 import shutil
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, Max
 from django.utils import timezone
 
@@ -36,17 +40,20 @@ from distillapp.core.runs.services import (
     run_resume,
 )
 from distillapp.datasets import exports, writer
+from distillapp.datasets.batches import RowBatch, dumps
 from distillapp.datasets.models import Dataset, DatasetVersion
 from distillapp.datasets.recipe import Recipe, recipe_parse
-from distillapp.datasets.selectors import CHUNK, Row, candidates_queryset, dataset_rows
-from distillapp.generation.models import GenerationJob
+from distillapp.datasets.selectors import RowBatches
+from distillapp.generation.models import Completion, CompletionStatus, GenerationJob
 from distillapp.projects.models import Project
-from distillapp.prompts.models import PromptSet
-from distillapp.prompts.selectors import ensure_trainable
+from distillapp.prompts.models import Prompt, PromptSet, Split
+from distillapp.prompts.selectors import HeldOutPromptError, ensure_trainable
 
 logger = logging.getLogger(__name__)
 
 DIFF_EXAMPLES = 5
+PROGRESS_SECONDS = 1.0
+BATCH_ROWS = 10_000  # rows per batch of the build (memory: a few batches of raw rows and columns)
 
 
 def dataset_create(*, project: Project, name: str, description: str = "", user: Any) -> Dataset:
@@ -255,138 +262,111 @@ def _build(*, version: DatasetVersion, token: str, tmp: Path, final: Path) -> di
     recipe = recipe_parse(version.recipe)
     _clear_leftovers(final)
     tmp.parent.mkdir(parents=True, exist_ok=True)
-    total = candidates_queryset(project=project, recipe=recipe).count()
-    run_heartbeat(
-        DatasetVersion, pk=version.pk, token=token, total=total, done=0, message="Selecting rows."
-    )
-    parent = version.parent if version.parent_id else None
-    parent_parquet = version_file(parent, "rows.parquet") if parent is not None else None
-    parent_rows = (
-        writer.ParentRows(parent_parquet, examples=DIFF_EXAMPLES) if parent_parquet else None
-    )
-
     stats: Counter[str] = Counter()
-    sources: Counter[str] = Counter()
-    verdicts: Counter[str] = Counter()
-    jobs_used: set[int] = set()
-    n_train = n_validation = n_exact = n_topk = target_chars = prompt_chars = 0
-    prompts_used_count = chars = 0
-    last_prompt = None
-    diff: dict[str, Any] = {"added": 0, "changed": 0, "removed": 0, "unchanged": 0}
-    examples: dict[str, list[dict[str, Any]]] = {"added": [], "changed": []}
-
-    out = writer.VersionWriter(tmp)
-    try:
-        batch: list[Row] = []
-
-        def flush() -> None:
-            ensure_trainable({row.prompt_id for row in batch})
-            blobs = {row.completion_id: row.topk for row in batch if row.topk}
-            for row, (key, sha) in zip(batch, out.add(batch, blobs), strict=True):
-                before = (
-                    parent_rows.match(row.prompt_id, row.completion_id) if parent_rows else None
-                )
-                kind = "added" if before is None else "unchanged" if before == sha else "changed"
-                diff[kind] += 1
-                if kind in examples and len(examples[kind]) < DIFF_EXAMPLES:
-                    examples[kind].append(_example(key, row.messages, row.target))
-            batch.clear()
-            run_progress(
-                DatasetVersion,
-                pk=version.pk,
-                token=token,
-                done=min(stats["candidates"], total),
-                message=f"Wrote {out.rows:,} rows.",
-            )
-
-        for row in dataset_rows(project=project, recipe=recipe, stats=stats, with_topk=True):
-            batch.append(row)
-            if row.split == "train":
-                n_train += 1
-            else:
-                n_validation += 1
-            n_exact += row.teacher_exact
-            n_topk += row.has_topk
-            target_chars += len(row.target)
-            if row.prompt_id != last_prompt:
-                prompts_used_count += 1
-                last_prompt = row.prompt_id
-                chars = sum(len(m["content"]) for m in row.messages)
-            prompt_chars += chars
-            sources[row.source] += 1
-            verdicts[row.verdict_state or "none"] += 1
-            jobs_used.add(row.job_id)
-            if len(batch) >= CHUNK:
-                flush()
-        if batch:
-            flush()
-        sha256 = out.close()
-    except BaseException:
-        out.abort()
-        raise
-
-    if parent_rows is not None and parent_parquet is not None:
-        parent_rows.finish()
-        diff["removed"] = parent_rows.removed
-        old = writer.read_rows_by_key(parent_parquet, parent_rows.removed_examples)
-        examples["removed"] = [
-            _example(k, _loads(r["messages"]), r["completion"]) for k, r in old.items()
-        ]
-        changed_keys = [e["key"] for e in examples["changed"]]
-        before = writer.read_rows_by_key(parent_parquet, changed_keys)
-        for e in examples["changed"]:
-            if e["key"] in before:
-                e["before"] = before[e["key"]]["completion"][:300]
-    diff["examples"] = examples
-    diff["parent"] = (
-        {"id": parent.pk, "number": parent.number, "sha256": parent.sha256} if parent else None
-    )
-
-    built_at = timezone.now()
-    totals = {
-        "rows": out.rows,
-        "train": n_train,
-        "validation": n_validation,
-        "prompts": prompts_used_count,
-        "teacher_exact": n_exact,
-        "topk_rows": n_topk,
-        "kd_rows": out.kd_rows,
-        "target_chars": target_chars,
-        "prompt_chars": prompt_chars,
-        "sources": dict(sorted(sources.items())),
-        "candidates": stats["candidates"],
-        "dropped": {
-            k.removeprefix("dropped_"): v
-            for k, v in sorted(stats.items())
-            if k.startswith("dropped_")
-        },
-    }
-    lineage = _lineage(
-        version=version,
+    # On PostgreSQL the rows' query starts now, on a connection of its own (which then reads the
+    # reviews for the lineage, while this one still writes).
+    batches = RowBatches(
         project=project,
         recipe=recipe,
-        jobs_used=jobs_used,
-        verdicts=verdicts,
-        built_at=built_at,
-        parent=parent,
+        stats=stats,
+        batch_rows=BATCH_ROWS,
+        after=lambda: _review_counts(project=project, recipe=recipe),
     )
-    card = exports.dataset_card(
-        title=f"{version.dataset.name} v{version.number}",
-        sha256=sha256,
-        counts=totals,
-        lineage=lineage,
+    try:
+        total = _candidates_bound(project=project, recipe=recipe)
+        run_heartbeat(
+            DatasetVersion,
+            pk=version.pk,
+            token=token,
+            total=total,
+            done=0,
+            message="Selecting rows.",
+        )
+        hf = exports.hf_layout(cache=Path(settings.VAR_DIR) / "cache")
+        parent = version.parent if version.parent_id else None
+        parent_parquet = version_file(parent, "rows.parquet") if parent is not None else None
+        tally = _Tally(
+            writer.ParentRows(parent_parquet, examples=DIFF_EXAMPLES) if parent_parquet else None
+        )
+        out = writer.VersionWriter(tmp, hf=hf)
+        try:
+            reported = 0.0
+            for batch in batches:
+                _ensure_trainable(batch.prompt_ids)
+                tally.add(batch, out.add(batch))
+                # Progress (and a look for a cancel) at most every PROGRESS_SECONDS: each is a
+                # commit, and commits wait on the disk the build is filling.
+                if time.monotonic() - reported >= PROGRESS_SECONDS:
+                    run_progress(
+                        DatasetVersion,
+                        pk=version.pk,
+                        token=token,
+                        done=min(stats["candidates"], total),
+                        message=f"Wrote {out.rows:,} rows.",
+                    )
+                    reported = time.monotonic()
+            sha256 = out.close()
+            total = stats["candidates"]
+            reviews = batches.after_rows()
+        except BaseException:
+            out.abort()
+            raise
+    finally:
+        batches.close()
+
+    # The data files are complete: hash them (two threads) while the rest is written.
+    hashes = writer.FileHashes(
+        [p for p in tmp.iterdir() if p.is_file() and p.name[0] != "." and p.name != writer.HF_ZIP]
     )
-    (tmp / "README.md").write_text(card, encoding="utf-8")
-    exports.write_hf_zip(tmp, card=card)
-    manifest = {
-        "dataset": version.dataset.name,
-        "version": version.number,
-        "sha256": sha256,
-        "counts": totals,
-        "lineage": lineage,
-    }
-    (tmp / "manifest.json").write_text(writer._dumps(manifest), encoding="utf-8")
-    files = writer.files_listing(tmp)
+    try:
+        try:
+            diff = tally.diff(parent=parent, parent_parquet=parent_parquet)
+            totals = {
+                "rows": out.rows,
+                **tally.counts(),
+                "kd_rows": out.kd_rows,
+                "prompt_chars": out.prompt_chars,
+                "candidates": stats["candidates"],
+                "dropped": {
+                    k.removeprefix("dropped_"): v
+                    for k, v in sorted(stats.items())
+                    if k.startswith("dropped_")
+                },
+            }
+            lineage = _lineage(
+                version=version,
+                project=project,
+                recipe=recipe,
+                jobs_used=tally.jobs_used,
+                verdicts=tally.verdicts,
+                built_at=timezone.now(),
+                parent=parent,
+                reviews=reviews,
+            )
+            card = exports.dataset_card(
+                title=f"{version.dataset.name} v{version.number}",
+                sha256=sha256,
+                counts=totals,
+                lineage=lineage,
+            )
+            (tmp / "README.md").write_text(card, encoding="utf-8")
+            if out.hf is not None:
+                out.hf.finish(card)
+        except BaseException:
+            if out.hf is not None:
+                out.hf.abort()
+            raise
+        manifest = {
+            "dataset": version.dataset.name,
+            "version": version.number,
+            "sha256": sha256,
+            "counts": totals,
+            "lineage": lineage,
+        }
+        (tmp / "manifest.json").write_text(dumps(manifest), encoding="utf-8")
+        files = writer.files_listing(tmp, hashes=hashes)
+    finally:
+        hashes.close()
     # Still ours? Only then make the folder visible.
     run_heartbeat(DatasetVersion, pk=version.pk, token=token, message="Publishing files.")
     shutil.rmtree(final, ignore_errors=True)
@@ -403,10 +383,153 @@ def _build(*, version: DatasetVersion, token: str, tmp: Path, final: Path) -> di
     }
 
 
+class _Tally:
+    """What a build counts of its rows as the batches go by, and its diff against the parent."""
+
+    KINDS = {writer.ADDED: "added", writer.UNCHANGED: "unchanged", writer.CHANGED: "changed"}
+
+    def __init__(self, parent_rows: writer.ParentRows | None) -> None:
+        self.parent_rows = parent_rows
+        self.sources: Counter[str] = Counter()
+        self.verdicts: Counter[str] = Counter()
+        self.jobs_used: set[int] = set()
+        self._counts = dict.fromkeys(
+            ("train", "validation", "prompts", "teacher_exact", "topk_rows", "target_chars"), 0
+        )
+        self._last_prompt: int | None = None
+        self._diff = {"added": 0, "changed": 0, "removed": 0, "unchanged": 0}
+        self._examples: dict[str, list[dict[str, Any]]] = {"added": [], "changed": []}
+
+    def add(self, batch: RowBatch, shas: list[str]) -> None:
+        n = len(batch)
+        counts = self._counts
+        validation = int(batch.validation_rows.sum())
+        counts["validation"] += validation
+        counts["train"] += n - validation
+        counts["teacher_exact"] += int(batch.teacher_exact.sum())
+        counts["topk_rows"] += n - batch.topk.null_count
+        counts["target_chars"] += int(pc.sum(pc.utf8_length(batch.target)).as_py() or 0)
+        # A prompt's rows may go on from one batch to the next.
+        counts["prompts"] += len(batch.prompt_ids) - int(batch.prompt_ids[0] == self._last_prompt)
+        self._last_prompt = int(batch.prompt_ids[-1])
+        self.sources.update(_value_counts(batch.source))
+        self.verdicts.update(_value_counts(batch.verdict_state, empty="none"))
+        self.jobs_used.update(np.unique(batch.job_id).tolist())
+        prompt_id = batch.prompt_id
+        if self.parent_rows is not None:
+            kinds = self.parent_rows.match(prompt_id, batch.completion_id, shas)
+        else:
+            kinds = np.full(n, writer.ADDED, dtype=np.int8)
+        for code, name in self.KINDS.items():
+            where = np.flatnonzero(kinds == code)
+            self._diff[name] += len(where)
+            examples = self._examples.get(name)
+            if examples is None:
+                continue
+            for i in where[: DIFF_EXAMPLES - len(examples)].tolist():
+                messages = batch.messages_json[int(batch.prompt_index[i])].as_py()
+                examples.append(
+                    _example(
+                        f"{prompt_id[i]}:{batch.completion_id[i]}",
+                        _loads(messages),
+                        batch.target[i].as_py(),
+                    )
+                )
+
+    def counts(self) -> dict[str, Any]:
+        return {**self._counts, "sources": dict(sorted(self.sources.items()))}
+
+    def diff(self, *, parent: DatasetVersion | None, parent_parquet: Path | None) -> dict[str, Any]:
+        diff: dict[str, Any] = dict(self._diff)
+        examples: dict[str, list[dict[str, Any]]] = dict(self._examples)
+        if self.parent_rows is not None and parent_parquet is not None:
+            self.parent_rows.finish()
+            diff["removed"] = self.parent_rows.removed
+            old = writer.read_rows_by_key(parent_parquet, self.parent_rows.removed_examples)
+            examples["removed"] = [
+                _example(k, _loads(r["messages"]), r["completion"]) for k, r in old.items()
+            ]
+            changed_keys = [e["key"] for e in examples["changed"]]
+            before = writer.read_rows_by_key(parent_parquet, changed_keys)
+            for e in examples["changed"]:
+                if e["key"] in before:
+                    e["before"] = before[e["key"]]["completion"][:300]
+        diff["examples"] = examples
+        diff["parent"] = (
+            {"id": parent.pk, "number": parent.number, "sha256": parent.sha256} if parent else None
+        )
+        return diff
+
+
 def _loads(value: str) -> Any:
     import json
 
     return json.loads(value)
+
+
+def _value_counts(values: pa.Array, *, empty: str | None = None) -> dict[str, int]:
+    """Counts of each value; null (and "", when `empty` is given) counted as `empty`."""
+    out: dict[str, int] = {}
+    for item in pc.value_counts(values).to_pylist():
+        key = item["values"]
+        if empty is not None and not key:
+            key = empty
+        out[key] = out.get(key, 0) + item["counts"]
+    return out
+
+
+def _candidates_bound(*, project: Project, recipe: Recipe) -> int:
+    """The recipe's jobs' completed completions: at least the candidates (progress shows
+    candidates read against it; the build records the exact count when it ends). An index-only
+    count, where counting the candidates themselves is the rows' whole join again."""
+    jobs = GenerationJob.objects.filter(project=project)
+    if recipe.jobs:
+        jobs = jobs.filter(pk__in=recipe.jobs)
+    job_ids = list(jobs.values_list("pk", flat=True))
+    return Completion.objects.filter(job_id__in=job_ids, status=CompletionStatus.OK).count()
+
+
+def _review_counts(*, project: Project, recipe: Recipe) -> list[tuple[int, str, str, int]]:
+    """(job id, reviewer, decision, count) of every review of the recipe's jobs' completions."""
+    from distillapp.review.models import Review
+
+    jobs = GenerationJob.objects.filter(project=project)
+    if recipe.jobs:
+        jobs = jobs.filter(pk__in=recipe.jobs)
+    return list(
+        Review.objects.filter(completion__job__in=jobs)
+        .values_list("completion__job_id", "reviewer__username", "decision")
+        .annotate(n=Count("id"))
+        .order_by("reviewer__username", "decision", "completion__job_id")
+    )
+
+
+def _ensure_trainable(prompt_ids: np.ndarray) -> None:
+    """`prompts.selectors.ensure_trainable` for a batch's prompts. On PostgreSQL in one query: the held-out prompts of the ids' range when it is dense (an index range scan),
+    else the ids as one array (the helper sends lists of 5,000 parameters)."""
+    if connection.vendor != "postgresql":
+        ensure_trainable(prompt_ids.tolist())
+        return
+    table = Prompt._meta.db_table
+    low, high = int(prompt_ids.min()), int(prompt_ids.max())
+    with connection.cursor() as cursor:
+        if high - low < 4 * len(prompt_ids):
+            cursor.execute(
+                f"SELECT id FROM {table} WHERE id BETWEEN %s AND %s AND split = %s",
+                [low, high, Split.HELDOUT.value],
+            )
+            heldout = np.array([r[0] for r in cursor.fetchall()], dtype=np.int64)
+            leaked = int(np.isin(prompt_ids, heldout).sum())
+        else:
+            cursor.execute(
+                f"SELECT count(*) FROM {table} WHERE id = ANY(%s) AND split = %s",
+                [prompt_ids.tolist(), Split.HELDOUT.value],
+            )
+            (leaked,) = cursor.fetchone()
+    if leaked:
+        raise HeldOutPromptError(
+            f"{leaked} held-out prompt(s) cannot be used for generation or training."
+        )
 
 
 def _example(key: str, messages: list[dict[str, str]], target: str) -> dict[str, Any]:
@@ -423,10 +546,11 @@ def _lineage(
     verdicts: Counter[str],
     built_at: Any,
     parent: DatasetVersion | None,
+    reviews: list[tuple[int, str, str, int]],
 ) -> dict[str, Any]:
-    """Everything a version came from, copied (not referenced) so it outlives its sources."""
+    """Everything a version came from, copied (not referenced) so it outlives its sources.
+    `reviews`: (job id, reviewer, decision, count) of the candidate jobs (`_review_counts`)."""
     from distillapp.filters.selectors import filter_config_for_project
-    from distillapp.review.models import Review
 
     jobs: list[dict[str, Any]] = [
         dict(j)
@@ -467,13 +591,9 @@ def _lineage(
         snapshot.pop("api_key_last4", None)
         job["teacher_snapshot"] = snapshot
     by_reviewer: dict[str, Counter[str]] = {}
-    for username, decision, n in (
-        Review.objects.filter(completion__job_id__in=jobs_used)
-        .values_list("reviewer__username", "decision")
-        .annotate(n=Count("id"))
-        .order_by("reviewer__username", "decision")
-    ):
-        by_reviewer.setdefault(username, Counter())[decision] = n
+    for job_id, username, decision, n in reviews:
+        if job_id in jobs_used:
+            by_reviewer.setdefault(username, Counter())[decision] += n
     return {
         "project": {"id": project.pk, "name": project.name},
         "license": str((project.settings or {}).get("license", "")),

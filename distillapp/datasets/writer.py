@@ -1,7 +1,7 @@
 """Writing a version's files: Parquet (canonical), the engine's JSONL, and a DTK1 top-k shard.
 
 Everything goes into one folder that the build creates under a temporary name and renames into
-place at the end, so nothing partial is ever visible. Plain pyarrow and files; no Django.
+place at the end, so nothing partial is ever visible. Plain pyarrow, numpy and files; no Django.
 
 Files of a version folder:
 - `rows.parquet`: every row (the canonical form; `row_sha256` of each row, `topk_offset/length`
@@ -10,7 +10,8 @@ Files of a version folder:
 - `train_kd.jsonl`, `validation_kd.jsonl`: the rows usable for logit distillation (teacher's own
   output with token ids and top-k), each with a `topk_ref` into `topk.bin`, for `kd`;
 - `topk.bin`: the DTK1 records, concatenated;
-- `manifest.json`: sha256, counts and lineage (written by the service).
+- `hf.zip`: a Hugging Face `datasets` folder (`HfZip`), when the worker has `datasets`;
+- `manifest.json`, `README.md`: sha256, counts and lineage (written by the service).
 """
 
 from __future__ import annotations
@@ -18,14 +19,25 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import zipfile
 import zlib
-from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from distillapp.datasets.batches import (
+    MESSAGE_TYPE,
+    RowBatch,
+    messages_arrow,
+    prompt_chars,
+    with_assistant,
+)
 from workers.engine import topk_format
 
 SCHEMA = pa.schema(
@@ -49,17 +61,24 @@ SCHEMA = pa.schema(
     ]
 )
 SHARD = "topk.bin"
+# Columns with few distinct values; dictionary-encoding the others (keys, hashes, texts) only
+# costs time before Parquet falls back to plain pages.
+DICTIONARY_COLUMNS = ["split", "source"]
+# Min/max statistics serve readers that filter (by key, ids); none filter by text or hash.
+STATISTICS_COLUMNS = [
+    f.name for f in SCHEMA if f.name not in ("row_sha256", "messages", "completion")
+]
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
-
-
-def topk_has_ids(blob: bytes) -> bool:
+def topk_has_ids(blob: bytes | memoryview) -> bool:
     """Whether a DTK1 record holds token ids (not an API's token strings), from its flags byte."""
     if blob[:4] != topk_format.MAGIC:
         return False
-    head = zlib.decompressobj().decompress(blob[4:], 1)
+    # Inflating one byte needs the block's Huffman tables, which sit at its start: a prefix
+    # is enough (and keeps zlib from copying the rest as unconsumed input), else the record.
+    head = zlib.decompressobj().decompress(blob[4:516], 1) or zlib.decompressobj().decompress(
+        blob[4:], 1
+    )
     return bool(head) and not head[0] & 1
 
 
@@ -72,10 +91,10 @@ def file_sha256(path: Path) -> str:
 
 
 _encode = json.encoder.encode_basestring  # == json.dumps(str, ensure_ascii=False), in C
+# What JSON escapes in a string: a target without these is its JSON string between quotes.
+_NEEDS_ESCAPE = r'["\\\x00-\x1f]'
 
-# The Hugging Face export's rows: the chat (prompt + assistant target) and a few columns,
-# written as Arrow IPC streams (what `datasets.Dataset.from_file` maps) a row group at a time.
-MESSAGE_TYPE = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+# The Hugging Face export's rows: the chat (prompt + assistant target) and a few columns.
 HF_SCHEMA = pa.schema(
     [
         ("messages", MESSAGE_TYPE),
@@ -84,231 +103,473 @@ HF_SCHEMA = pa.schema(
         ("teacher_exact", pa.bool_()),
     ]
 )
+HF_ZIP = "hf.zip"
 
 
-def hf_stream_name(split: str) -> str:
-    return f".hf-{split}.arrow"
+@dataclass(frozen=True)
+class HfLayout:
+    """What `datasets.DatasetDict.save_to_disk` writes for a split of one data file, besides the
+    rows (`exports.hf_layout()` takes it from the installed `datasets`)."""
+
+    schema_metadata: dict[bytes, bytes]  # of the data file's Arrow schema
+    dataset_info: str  # dataset_info.json
+    state: dict[str, Any]  # state.json
+    data_file: str  # the data file's name in the split's folder
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "schema_metadata": {
+                    k.decode(): v.decode() for k, v in self.schema_metadata.items()
+                },
+                "dataset_info": self.dataset_info,
+                "state": self.state,
+                "data_file": self.data_file,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> HfLayout:
+        data = json.loads(text)
+        return cls(
+            schema_metadata={k.encode(): v.encode() for k, v in data["schema_metadata"].items()},
+            dataset_info=str(data["dataset_info"]),
+            state=dict(data["state"]),
+            data_file=str(data["data_file"]),
+        )
+
+
+class HfZip:
+    """`hf.zip`: a `save_to_disk` folder under `dataset/` (and the card as `dataset/README.md`),
+    written as the rows come: the train split's Arrow stream goes straight into its deflated
+    entry, the validation split into a temporary stream added at the end. Nothing is written
+    twice and no split is ever whole in memory."""
+
+    def __init__(self, folder: Path, layout: HfLayout) -> None:
+        self._layout = layout
+        self._schema = HF_SCHEMA.with_metadata(layout.schema_metadata)
+        self._zip = zipfile.ZipFile(
+            folder / HF_ZIP, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1
+        )
+        self._entry = self._zip.open(f"dataset/train/{layout.data_file}", "w", force_zip64=True)
+        self._train = pa.ipc.new_stream(self._entry, self._schema)
+        self._validation_path = folder / ".hf-validation.arrow"
+        self._validation: pa.ipc.RecordBatchStreamWriter | None = None
+
+    def write(self, split: str, batch: pa.RecordBatch) -> None:
+        if split == "train":
+            self._train.write_batch(batch)
+            return
+        if self._validation is None:
+            self._validation = pa.ipc.new_stream(str(self._validation_path), self._schema)
+        self._validation.write_batch(batch)
+
+    def finish(self, card: str) -> None:
+        """Close the splits and add the folder's JSON files and the card."""
+        self._train.close()
+        self._entry.close()
+        splits = ["train"]
+        if self._validation is not None:
+            self._validation.close()
+            self._zip.write(self._validation_path, f"dataset/validation/{self._layout.data_file}")
+            self._validation_path.unlink()
+            splits.append("validation")
+        state = json.dumps(self._layout.state, indent=2, sort_keys=True)
+        for split in splits:
+            self._zip.writestr(f"dataset/{split}/dataset_info.json", self._layout.dataset_info)
+            self._zip.writestr(f"dataset/{split}/state.json", state)
+        self._zip.writestr("dataset/dataset_dict.json", json.dumps({"splits": splits}))
+        self._zip.writestr("dataset/README.md", card)
+        self._zip.close()
+
+    def abort(self) -> None:
+        for closing in (self._train, self._entry, self._validation, self._zip):
+            with contextlib.suppress(Exception):  # best effort while failing anyway
+                if closing is not None:
+                    closing.close()
+        self._validation_path.unlink(missing_ok=True)
+
+
+def _bytes_of(array: pa.Array) -> tuple[pa.Buffer | bytes, np.ndarray]:
+    """The values of a string/binary array as one buffer and offsets into it (from 0)."""
+    offsets = np.frombuffer(array.buffers()[1], dtype=np.int32)[
+        array.offset : array.offset + len(array) + 1
+    ].astype(np.int64)
+    data = array.buffers()[2]
+    if data is None or offsets[-1] == offsets[0]:
+        return b"", offsets - offsets[0]
+    return data[int(offsets[0]) : int(offsets[-1])], offsets - offsets[0]
+
+
+def _json_strings(texts: pa.StringArray) -> pa.StringArray:
+    """Each string as JSON (`json.dumps(s, ensure_ascii=False)`): quotes added in Arrow, and the
+    C encoder of the standard library for the strings that need escapes."""
+    needs = pc.match_substring_regex(texts, _NEEDS_ESCAPE)
+    quoted = pc.binary_join_element_wise('"', texts, '"', "")
+    if not pc.any(needs).as_py():
+        return quoted
+    escaped = pa.array(map(_encode, texts.filter(needs).to_pylist()), type=pa.string())
+    return pc.replace_with_mask(quoted, needs, escaped)
+
+
+def _join(*parts: Any) -> pa.StringArray:
+    return pc.binary_join_element_wise(*parts, "")
+
+
+class _Records:
+    """A batch's top-k records: where they go in the shard, their hashes and flags."""
+
+    def __init__(self, topk: pa.BinaryArray, shard_at: int) -> None:
+        n = len(topk)
+        self.has = topk.is_valid().to_numpy(zero_copy_only=False)
+        # Null records take no bytes: the array's data is exactly what the shard gets.
+        self.data, rel = _bytes_of(topk)
+        begin, end = rel[:-1][self.has], rel[1:][self.has]
+        self.offset = np.zeros(n, dtype=np.int64)
+        self.offset[self.has] = shard_at + begin
+        self.length = np.zeros(n, dtype=np.int64)
+        self.length[self.has] = end - begin
+        self._spans = (begin.tolist(), end.tolist())
+        self.sha_json = np.full(n, "null", dtype=object)
+        self.kd = np.zeros(n, dtype=bool)
+
+    def hash(self) -> _Records:
+        """Each record's SHA-256 (as JSON) and whether it has token ids: zlib and hashlib let go
+        of the GIL, so this runs on a thread beside the batch's other work."""
+        view = memoryview(self.data)
+        records = [view[a:b] for a, b in zip(*self._spans, strict=True)]
+        sha256 = hashlib.sha256
+        self.sha_json[self.has] = [f'"{sha256(r).hexdigest()}"' for r in records]
+        self.kd[self.has] = [topk_has_ids(r) for r in records]
+        return self
 
 
 class VersionWriter:
-    """Appends rows to every file of a version folder; `close()` returns the content hash.
+    """Appends batches of rows (`batches.RowBatch`) to every file of a version folder; `close()`
+    returns the content hash.
 
-    Per row: one JSON encoding of the target (the prompt's messages come encoded once per
-    prompt, `Row.messages_json`), one SHA-256, string joins; columns are built a row group at a
-    time, so memory stays at one row group whatever the row count."""
+    Per batch, in Arrow: the rows' canonical JSON, JSONL lines and columns; per row in Python only
+    its SHA-256 (and, for rows with top-k, the record's SHA-256 and flags byte, on a second
+    thread). Files are written on a third thread, one batch behind, so the writes (and Parquet's
+    compression) overlap the next batch. Memory: two batches of output, whatever the row count."""
 
-    def __init__(self, folder: Path, *, row_group_size: int = 20_000) -> None:
+    def __init__(
+        self, folder: Path, *, hf: HfLayout | None = None, row_group_size: int = 20_000
+    ) -> None:
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=False)
-        self._parquet = pq.ParquetWriter(folder / "rows.parquet", SCHEMA, compression="zstd")
-        self._jsonl: dict[str, IO[str]] = {
-            name: open(folder / f"{name}.jsonl", "w", encoding="utf-8")  # noqa: SIM115
+        self.hf = HfZip(folder, hf) if hf is not None else None
+        self._parquet = pq.ParquetWriter(
+            folder / "rows.parquet",
+            SCHEMA,
+            compression="zstd",
+            use_dictionary=DICTIONARY_COLUMNS,
+            write_statistics=STATISTICS_COLUMNS,
+        )
+        self._jsonl: dict[str, IO[bytes]] = {
+            name: open(folder / f"{name}.jsonl", "wb")  # noqa: SIM115
             for name in ("train", "validation", "train_kd", "validation_kd")
         }
         self._shard = open(folder / SHARD, "wb")  # noqa: SIM115
-        self._hf: dict[str, pa.ipc.RecordBatchStreamWriter] = {}
+        self._shard_size = 0
         self._sha = hashlib.sha256()
         self._row_group_size = row_group_size
-        self._pending: list[tuple[Any, ...]] = []
-        self._chats: list[tuple[list[dict[str, str]], str]] = []
+        self._pending: list[pa.Table] = []
+        self._pending_rows = 0
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dataset-write")
+        self._topk = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dataset-topk")
+        self._writing: Future[None] | None = None
         self.rows = 0
         self.kd_rows = 0
+        self.prompt_chars = 0
 
-    def add(self, rows: Iterable[Any], topk: dict[int, bytes]) -> list[tuple[str, str]]:
-        """Write rows (selectors.Row); `topk` maps completion id → DTK1 bytes for rows that carry
-        the teacher's top-k. Returns (row key, row sha256) of each row written."""
-        out = []
-        sha_update = self._sha.update
-        pending = self._pending
-        chats = self._chats
-        jsonl = self._jsonl
-        for row in rows:
-            blob = topk.get(row.completion_id) if row.has_topk else None
-            offset = length = None
-            kd = False
-            messages_json = row.messages_json or _dumps(row.messages)
-            target_json = _encode(row.target)
-            if blob:
-                offset, length = topk_format.append_to_shard(self._shard, blob)
-                kd = topk_has_ids(blob)
-                topk_sha = '"' + hashlib.sha256(blob).hexdigest() + '"'
-            else:
-                topk_sha = "null"
-            # == _dumps([split, messages, target, topk sha256 or None])
-            canonical = f'["{row.split}",{messages_json},{target_json},{topk_sha}]'.encode(
-                "utf-8", "surrogatepass"
-            )
-            row_sha = hashlib.sha256(canonical).hexdigest()
-            sha_update(canonical)
-            sha_update(b"\n")
-            # == _dumps({"messages": ..., "completion": ...}) (keys sorted)
-            line = f'{{"completion":{target_json},"messages":{messages_json}'
-            jsonl[row.split].write(line + "}\n")
-            if kd:
-                jsonl[f"{row.split}_kd"].write(
-                    f'{line},"topk_ref":{{"length":{length},"offset":{offset},'
-                    f'"path":"{SHARD}"}}}}\n'
-                )
-                self.kd_rows += 1
-            key = f"{row.prompt_id}:{row.completion_id}"
-            pending.append(
-                (
-                    key,
-                    row_sha,
-                    row.split,
-                    row.prompt_id,
-                    row.prompt_set_id,
-                    row.job_id,
-                    row.completion_id,
-                    row.sample_index,
-                    messages_json,
-                    row.target,
-                    row.source,
-                    row.teacher_exact,
-                    kd,
-                    row.judge_score,
-                    offset,
-                    length,
-                )
-            )
-            chats.append((row.messages, row.target))
-            self.rows += 1
-            out.append((key, row_sha))
-        if len(pending) >= self._row_group_size:
+    def add(self, batch: RowBatch) -> list[str]:
+        """Write a batch; returns each row's SHA-256 (hex), in order."""
+        n = len(batch)
+        if not n:
+            return []
+        records = _Records(batch.topk, self._shard_size)
+        self._shard_size += len(records.data)
+        hashing = self._topk.submit(records.hash)
+        index = batch.prompt_index
+        validation = batch.validation_rows
+        split = pc.if_else(pa.array(validation), "validation", "train")
+        messages_json = batch.messages_json.take(pa.array(index))
+        target_json = _json_strings(batch.target)
+        hashing.result()
+
+        # == dumps([split, messages, target, topk sha256 or None]) + "\n", per row
+        canonical = _join(
+            '["', split, '",', messages_json, ",", target_json, ",", pa.array(records.sha_json),
+            "]\n",
+        )  # fmt: skip
+        text, ends = _bytes_of(canonical)
+        view = memoryview(text)
+        sha256 = hashlib.sha256
+        row_sha = [
+            sha256(view[a:b]).hexdigest()
+            for a, b in zip(ends[:-1].tolist(), (ends[1:] - 1).tolist(), strict=True)
+        ]
+
+        # == dumps({"messages": ..., "completion": ...}) (keys sorted), per row; rows usable for
+        # KD also get {"topk_ref": {"length", "offset", "path"}}
+        line = _join('{"completion":', target_json, ',"messages":', messages_json, "}\n")
+        kd_at = np.flatnonzero(records.kd)
+        kd_line = _join(
+            '{"completion":',
+            target_json.take(pa.array(kd_at)),
+            ',"messages":',
+            messages_json.take(pa.array(kd_at)),
+            ',"topk_ref":{"length":',
+            pa.array(records.length[kd_at]).cast(pa.string()),
+            ',"offset":',
+            pa.array(records.offset[kd_at]).cast(pa.string()),
+            f',"path":"{SHARD}"}}}}\n',
+        )
+        self.kd_rows += len(kd_at)
+        table = pa.Table.from_arrays(
+            [
+                _join(
+                    pa.array(batch.prompt_id).cast(pa.string()),
+                    ":",
+                    pa.array(batch.completion_id).cast(pa.string()),
+                ),
+                pa.array(row_sha, type=pa.string()),
+                split,
+                pa.array(batch.prompt_id),
+                pa.array(batch.prompt_set_ids[index]),
+                pa.array(batch.job_id),
+                pa.array(batch.completion_id),
+                pa.array(batch.sample_index, type=pa.int32()),
+                messages_json,
+                batch.target,
+                batch.source,
+                pa.array(batch.teacher_exact),
+                pa.array(records.kd),
+                batch.judge_score,
+                pa.array(records.offset, mask=~records.has),
+                pa.array(records.length, mask=~records.has),
+            ],
+            schema=SCHEMA,
+        )
+        self.rows += n
+        self._wait()
+        self._writing = self._io.submit(
+            self._write, batch, text, records.data, line, kd_line, validation, kd_at, table
+        )
+        return row_sha
+
+    def _write(
+        self,
+        batch: RowBatch,
+        canonical: Any,
+        shard: Any,
+        line: pa.StringArray,
+        kd_line: pa.StringArray,
+        validation: np.ndarray,
+        kd_at: np.ndarray,
+        table: pa.Table,
+    ) -> None:
+        """The batch's files, in order (on the write thread)."""
+        self._sha.update(canonical)
+        if len(shard):
+            self._shard.write(shard)
+        kd_validation = validation[kd_at]
+        for name, rows, kd_rows in (
+            ("train", ~validation, ~kd_validation),
+            ("validation", validation, kd_validation),
+        ):
+            if rows.all():
+                self._jsonl[name].write(_bytes_of(line)[0])
+            elif rows.any():
+                self._jsonl[name].write(_bytes_of(line.filter(pa.array(rows)))[0])
+            if kd_rows.any():
+                self._jsonl[f"{name}_kd"].write(_bytes_of(kd_line.filter(pa.array(kd_rows)))[0])
+        self._pending.append(table)
+        self._pending_rows += len(table)
+        if self._pending_rows >= self._row_group_size:
             self._flush()
-        return out
+        prompts = messages_arrow(batch.messages_json)
+        self.prompt_chars += int(prompt_chars(prompts)[batch.prompt_index].sum())
+        if self.hf is not None:
+            self._write_hf(self.hf, batch, prompts, validation)
+
+    def _wait(self) -> None:
+        if self._writing is not None:
+            writing, self._writing = self._writing, None
+            writing.result()
 
     def _flush(self) -> None:
         if not self._pending:
             return
-        columns = list(zip(*self._pending, strict=True))
-        table = pa.table(
-            [pa.array(col, type=f.type) for col, f in zip(columns, SCHEMA, strict=True)],
-            schema=SCHEMA,
-        )
-        self._parquet.write_table(table)
-        self._write_hf(columns)
+        table = pa.concat_tables(self._pending)
+        self._parquet.write_table(table, row_group_size=max(len(table), 1))
         self._pending = []
-        self._chats = []
+        self._pending_rows = 0
 
-    def _write_hf(self, columns: list[tuple[Any, ...]]) -> None:
-        splits = columns[2]
-        for split in ("train", "validation"):
-            index = [i for i, s in enumerate(splits) if s == split]
-            if not index:
+    def _write_hf(
+        self, hf: HfZip, batch: RowBatch, prompts: pa.ListArray, validation: np.ndarray
+    ) -> None:
+        for split, rows in (("train", ~validation), ("validation", validation)):
+            if not rows.any():
                 continue
-            offsets = [0]
-            roles: list[str] = []
-            contents: list[str] = []
-            for i in index:
-                messages, target = self._chats[i]
-                for m in messages:
-                    roles.append(m["role"])
-                    contents.append(m["content"])
-                roles.append("assistant")
-                contents.append(target)
-                offsets.append(len(roles))
-            chat = pa.ListArray.from_arrays(
-                pa.array(offsets, type=pa.int32()),
-                pa.StructArray.from_arrays(
-                    [pa.array(roles, type=pa.string()), pa.array(contents, type=pa.string())],
-                    fields=list(MESSAGE_TYPE.value_type),
+            mask = pa.array(rows)
+            chat = with_assistant(prompts, batch.prompt_index[rows], batch.target.filter(mask))
+            hf.write(
+                split,
+                pa.record_batch(
+                    [
+                        chat,
+                        pa.array(batch.prompt_id[rows]),
+                        batch.source.filter(mask),
+                        pa.array(batch.teacher_exact[rows]),
+                    ],
+                    schema=HF_SCHEMA,
                 ),
             )
-            batch = pa.record_batch(
-                [
-                    chat,
-                    pa.array([columns[3][i] for i in index], type=pa.int64()),
-                    pa.array([columns[10][i] for i in index], type=pa.string()),
-                    pa.array([columns[11][i] for i in index], type=pa.bool_()),
-                ],
-                schema=HF_SCHEMA,
-            )
-            if split not in self._hf:
-                self._hf[split] = pa.ipc.new_stream(
-                    str(self.folder / hf_stream_name(split)), HF_SCHEMA
-                )
-            self._hf[split].write_batch(batch)
 
     def close(self) -> str:
+        """Finish every file but `hf.zip` (`HfZip.finish`, once the card is written); returns
+        the content hash."""
+        self._wait()
+        self._io.shutdown()
+        self._topk.shutdown()
         self._flush()
         self._parquet.close()
         for fh in self._jsonl.values():
             fh.close()
-        for stream in self._hf.values():
-            stream.close()
         self._shard.close()
         return self._sha.hexdigest()
 
     def abort(self) -> None:
         with contextlib.suppress(Exception):  # best effort while failing anyway
+            self._wait()
+        self._io.shutdown(cancel_futures=True)
+        self._topk.shutdown(cancel_futures=True)
+        with contextlib.suppress(Exception):
             self._parquet.close()
-        for stream in self._hf.values():
-            with contextlib.suppress(Exception):
-                stream.close()
+        if self.hf is not None:
+            self.hf.abort()
         for fh in self._jsonl.values():
             fh.close()
         self._shard.close()
 
 
-class ParentRows:
-    """A built version's (row key, row sha256) in row order (prompt id, completion id), read a
-    batch at a time: the diff walks it beside the new rows (a merge), so its memory is one batch
-    whatever the parent's size."""
+# What the diff says of each new row.
+ADDED, UNCHANGED, CHANGED = 0, 1, 2
 
-    def __init__(self, path: Path, *, examples: int = 5) -> None:
+
+class ParentRows:
+    """A built version's rows (prompt id, completion id, key, sha256) in row order, read a batch
+    at a time: the diff walks it beside the new rows (a merge of each batch of new rows with the
+    parent rows up to the batch's last key), so its memory is a batch whatever the parent's size.
+    """
+
+    def __init__(self, path: Path, *, examples: int = 5, batch_size: int = 50_000) -> None:
         self._batches = pq.ParquetFile(path).iter_batches(
-            batch_size=20_000, columns=["prompt_id", "completion_id", "row_key", "row_sha256"]
+            batch_size=batch_size, columns=["prompt_id", "completion_id", "row_key", "row_sha256"]
         )
-        self._rows: list[tuple[tuple[int, int], str, str]] = []
-        self._i = 0
+        self._pid = np.zeros(0, dtype=np.int64)
+        self._cid = np.zeros(0, dtype=np.int64)
+        self._key: list[str] = []
+        self._sha: list[str] = []
         self.removed = 0
         self.removed_examples: list[str] = []
         self._examples = examples
 
-    def _current(self) -> tuple[tuple[int, int], str, str] | None:
-        while self._i >= len(self._rows):
+    def _buffered(self) -> bool:
+        """Parent rows in the buffer, reading the next batch when it is empty."""
+        if not len(self._pid):
             batch = next(self._batches, None)
             if batch is None:
-                return None
-            self._rows = list(
-                zip(
-                    zip(batch.column(0).to_pylist(), batch.column(1).to_pylist(), strict=True),
-                    batch.column(2).to_pylist(),
-                    batch.column(3).to_pylist(),
-                    strict=True,
+                return False
+            self._pid = batch.column(0).to_numpy()
+            self._cid = batch.column(1).to_numpy()
+            self._key = batch.column(2).to_pylist()
+            self._sha = batch.column(3).to_pylist()
+        return True
+
+    def _removed(self, keys: list[str]) -> None:
+        self.removed += len(keys)
+        room = self._examples - len(self.removed_examples)
+        if room > 0:
+            self.removed_examples += keys[:room]
+
+    def match(self, prompt_id: np.ndarray, completion_id: np.ndarray, sha: list[str]) -> np.ndarray:
+        """What each new row (in row order, after every earlier batch) is against the parent:
+        ADDED, UNCHANGED or CHANGED. Parent rows passed over were removed."""
+        n = len(prompt_id)
+        kinds = np.full(n, ADDED, dtype=np.int8)
+        if not n:
+            return kinds
+        last_p, last_c = int(prompt_id[-1]), int(completion_id[-1])
+        while self._buffered():
+            # The buffered parent rows whose key is at most the batch's last key.
+            upto = int(
+                np.count_nonzero(
+                    (self._pid < last_p) | ((self._pid == last_p) & (self._cid <= last_c))
                 )
             )
-            self._i = 0
-        return self._rows[self._i]
-
-    def _drop(self, key: str) -> None:
-        self.removed += 1
-        if len(self.removed_examples) < self._examples:
-            self.removed_examples.append(key)
-        self._i += 1
-
-    def match(self, prompt_id: int, completion_id: int) -> str | None:
-        """The parent's sha256 of this row, or None; parent rows passed over were removed."""
-        order = (prompt_id, completion_id)
-        while (cur := self._current()) is not None and cur[0] < order:
-            self._drop(cur[1])
-        if cur is not None and cur[0] == order:
-            self._i += 1
-            return cur[2]
-        return None
+            if not upto:
+                break
+            pid, cid, keys, shas = self._pid[:upto], self._cid[:upto], self._key, self._sha
+            both_p = np.concatenate([pid, prompt_id])
+            both_c = np.concatenate([cid, completion_id])
+            tag = np.concatenate([np.zeros(upto, np.int8), np.ones(n, np.int8)])
+            order = np.lexsort((tag, both_c, both_p))
+            sp, sc, st = both_p[order], both_c[order], tag[order]
+            pair = np.flatnonzero(
+                (sp[:-1] == sp[1:]) & (sc[:-1] == sc[1:]) & (st[:-1] == 0) & (st[1:] == 1)
+            )
+            parent_at, new_at = order[pair], order[pair + 1] - upto
+            same = np.array(
+                [
+                    shas[p] == sha[r]
+                    for p, r in zip(parent_at.tolist(), new_at.tolist(), strict=True)
+                ],
+                dtype=bool,
+            )
+            kinds[new_at] = np.where(same, UNCHANGED, CHANGED)
+            gone = np.ones(upto, dtype=bool)
+            gone[parent_at] = False
+            self._removed([keys[i] for i in np.flatnonzero(gone).tolist()])
+            self._pid, self._cid = self._pid[upto:], self._cid[upto:]
+            del self._key[:upto], self._sha[:upto]
+        return kinds
 
     def finish(self) -> None:
-        while (cur := self._current()) is not None:
-            self._drop(cur[1])
+        while self._buffered():
+            self._removed(self._key)
+            self._pid = self._pid[:0]
+            self._key, self._sha = [], []
 
 
-def files_listing(folder: Path) -> dict[str, dict[str, Any]]:
-    return {
-        p.name: {"bytes": p.stat().st_size, "sha256": file_sha256(p)}
-        for p in sorted(folder.iterdir())
-        if p.is_file()
-    }
+class FileHashes:
+    """SHA-256 of files, computed on two threads while the caller goes on (hashlib and file
+    reads release the GIL)."""
+
+    def __init__(self, paths: list[Path]) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="dataset-sha")
+        # Largest first, so the two threads end together.
+        paths = sorted(paths, key=lambda p: -p.stat().st_size)
+        self._futures = {p.name: self._pool.submit(file_sha256, p) for p in paths}
+
+    def get(self, name: str) -> str | None:
+        future = self._futures.get(name)
+        return future.result() if future is not None else None
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def files_listing(folder: Path, *, hashes: FileHashes | None = None) -> dict[str, dict[str, Any]]:
+    """Name → bytes and SHA-256 of the folder's files (`hashes`: those already being hashed)."""
+    out = {}
+    for p in sorted(folder.iterdir()):
+        if p.is_file():
+            sha = hashes.get(p.name) if hashes is not None else None
+            out[p.name] = {"bytes": p.stat().st_size, "sha256": sha or file_sha256(p)}
+    return out
 
 
 def read_keys(path: Path) -> dict[str, str]:

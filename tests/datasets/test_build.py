@@ -94,17 +94,18 @@ def test_held_out_prompts_never_enter_even_when_a_recipe_names_them(
 def test_the_build_refuses_a_held_out_prompt_that_slips_past_the_query(
     project, alice, reviewed, dataset, sent_tasks, monkeypatch
 ):
-    from distillapp.datasets import selectors
     from distillapp.prompts.models import Prompt, Split
 
-    real = selectors.dataset_rows
+    class Leaky(services.RowBatches):
+        """The build's rows, with the first prompt swapped for the held-out one."""
 
-    def leaky(**kwargs):
-        rows = list(real(**kwargs))
-        rows[0].prompt_id = reviewed["heldout"].pk
-        return iter(rows)
+        def __iter__(self):
+            for batch in super().__iter__():
+                batch.prompt_ids = batch.prompt_ids.copy()
+                batch.prompt_ids[0] = reviewed["heldout"].pk
+                yield batch
 
-    monkeypatch.setattr(services, "dataset_rows", leaky)
+    monkeypatch.setattr(services, "RowBatches", Leaky)
     assert Prompt.objects.get(pk=reviewed["heldout"].pk).split == Split.HELDOUT
     version = services.dataset_version_build(dataset=dataset, recipe={}, user=alice)
     from workers.tasks.datasets import build_dataset_version
@@ -317,3 +318,58 @@ def test_recipe_validation(project, reviewed):
     assert other is None
     with pytest.raises(ValidationError):
         services.dataset_recipe_validate(project=project, data={"jobs": [reviewed["job"].pk + 999]})
+
+
+def test_an_empty_version_has_a_loadable_hf_export(
+    project, alice, reviewed, dataset, sent_tasks, tmp_path
+):
+    datasets = pytest.importorskip("datasets")
+    version = build(dataset, alice, sent_tasks, {"min_judge_score": 100})
+    assert version.counts["rows"] == 0
+    with zipfile.ZipFile(version_folder(version) / "hf.zip") as zf:
+        zf.extractall(tmp_path)
+    loaded = datasets.load_from_disk(str(tmp_path / "dataset"))
+    assert list(loaded) == ["train"] and loaded["train"].num_rows == 0
+
+
+def test_the_hf_layout_is_kept_per_datasets_version(tmp_path, monkeypatch):
+    pytest.importorskip("datasets")
+    from distillapp.datasets import exports
+
+    monkeypatch.setattr(exports, "_HF_LAYOUTS", {})
+    made = exports.hf_layout(cache=tmp_path)
+    assert made is not None and list(tmp_path.glob("hf-layout-*.json"))
+    monkeypatch.setattr(exports, "_HF_LAYOUTS", {})
+    monkeypatch.setattr(exports, "_hf_layout_from_datasets", lambda: pytest.fail("not cached"))
+    assert exports.hf_layout(cache=tmp_path) == made
+
+
+def test_the_diff_merges_parent_and_new_rows_across_batches(tmp_path):
+    import numpy as np
+    import pyarrow as pa
+
+    from distillapp.datasets import writer
+
+    parent = [(1, 1, "a"), (1, 2, "b"), (2, 3, "c"), (4, 5, "d"), (4, 6, "e"), (9, 9, "f")]
+    pq.write_table(
+        pa.table(
+            {
+                "prompt_id": [p for p, _, _ in parent],
+                "completion_id": [c for _, c, _ in parent],
+                "row_key": [f"{p}:{c}" for p, c, _ in parent],
+                "row_sha256": [s for _, _, s in parent],
+            }
+        ),
+        tmp_path / "parent.parquet",
+    )
+    rows = writer.ParentRows(tmp_path / "parent.parquet", examples=2, batch_size=2)
+    kinds = []
+    for batch in ([(1, 2, "b"), (2, 3, "x")], [(3, 1, "n")], [(4, 6, "e"), (5, 1, "n")]):
+        kinds += rows.match(
+            np.array([p for p, _, _ in batch]),
+            np.array([c for _, c, _ in batch]),
+            [s for _, _, s in batch],
+        ).tolist()
+    rows.finish()
+    assert kinds == [writer.UNCHANGED, writer.CHANGED, writer.ADDED, writer.UNCHANGED, writer.ADDED]
+    assert rows.removed == 3 and rows.removed_examples == ["1:1", "4:5"]
