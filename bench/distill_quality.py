@@ -48,7 +48,10 @@ as a worker does; training and eval tasks run on two worker threads, like two ``
 Students: (a) scratch, sft on the ground truth; (b) sft on the teacher's answers; (c) kd with the
 full distribution (K = V = 20, which is also the product's largest K, ``MAX_TOP_LOGPROBS``, so
 "top-20" is this row); (d) kd with top-5; kd rows at the engine's default T = 2 and, as
-``name@T``, at other temperatures. KD uses alpha = 1 (KL only). Generation jobs store the
+``name@T``, at other temperatures. KD uses alpha = 1 (KL only) unless ``--alpha`` or a row's
+``:aA`` suffix (``kd_top5@4:a0.5``: half KL, half cross-entropy on the target) says otherwise.
+``--data-seed`` draws other problems (the teacher's pool, the students' prompts and the held-out
+set), to confirm a setting chosen on one held-out set on another; 0 is the default draw. Generation jobs store the
 teacher's log-probs at temperature 1 (raw logits); the product has no capture temperature, so T
 is the training temperature. Five seeds (student initialisation and data order); the teacher and
 the data are the same for all seeds, so the seeds pair up: paired t-test and one-sided Wilcoxon
@@ -117,13 +120,25 @@ def n_params(model_dir: str) -> int:
 
 
 def label(name: str) -> str:
-    base, _, temp = name.partition("@")
-    return LABELS[base] + (f", T={temp}" if temp else "")
+    rest, _, alpha = name.partition(":a")
+    base, _, temp = rest.partition("@")
+    return LABELS[base] + (f", T={temp}" if temp else "") + (f", alpha={alpha}" if alpha else "")
+
+
+def temperature_of(name: str, default: float) -> float:
+    """``name@T`` trains at T (``kd_top5@4``), else at the default."""
+    rest = name.partition(":a")[0]
+    return float(rest.split("@")[1]) if "@" in rest else default
+
+
+def alpha_of(name: str, default: float) -> float:
+    """``name:aA`` weighs the KD term by A and cross-entropy by 1 - A (``kd_top5@4:a0.5``)."""
+    return float(name.partition(":a")[2] or default)
 
 
 def top_k_of(name: str, vocab: int) -> int | None:
     """The K a student's data needs (None: no top-k, sft)."""
-    base = name.split("@")[0]
+    base = name.partition(":a")[0].split("@")[0]
     if base == "kd_full":
         return vocab
     if base.startswith("kd_top"):
@@ -258,6 +273,18 @@ def main() -> None:
     ap.add_argument("--student-prompts", type=int, default=100)
     ap.add_argument("--student-lr", type=float, default=5e-3)
     ap.add_argument("--temperature", type=float, default=2.0)
+    ap.add_argument(
+        "--alpha",
+        type=float,
+        default=1.0,
+        help="kd rows: weight of the KD term, 1 - alpha on cross-entropy (a row's :aA overrides)",
+    )
+    ap.add_argument(
+        "--data-seed",
+        type=int,
+        default=0,
+        help="which problems are drawn (teacher pool, students' prompts, held-out set)",
+    )
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--held-out", type=int, default=1000)
     ap.add_argument("--workers", type=int, default=2)
@@ -276,7 +303,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="distill_bench_"))
     models = work / "models"
     task = SortTask(length=args.length, repeats=args.repeats)
-    pool, held = task.split(train=args.teacher_prompts, held_out=args.held_out)
+    pool, held = task.split(train=args.teacher_prompts, held_out=args.held_out, seed=args.data_seed)
     prompts = pool[: args.student_prompts]
     names = [n for n in args.students.split(",") if n]
 
@@ -406,7 +433,7 @@ def main() -> None:
             version = versions[
                 GROUND_TRUTH if name == "scratch" else (min(k, max_k) if k else sft_k)
             ]
-            temperature = float(name.split("@")[1]) if "@" in name else args.temperature
+            temperature = temperature_of(name, args.temperature)
             run = training_run_launch(
                 project=project,
                 user=user,
@@ -419,6 +446,7 @@ def main() -> None:
                     "max_steps": args.student_steps,
                     "seed": seed,
                     "temperature": temperature,
+                    "alpha": alpha_of(name, args.alpha),
                 },
             )
             runs[run.pk] = (name, seed)
@@ -498,8 +526,9 @@ def main() -> None:
         f"sorting {args.length} of 15 letters; teacher {teacher_params:,} params, students "
         f"{student_params:,} ({student_params / teacher_params:.3f}x; inspection says "
         f"{base_inspection.get('parameters')}); {args.student_steps} steps x batch 32 on "
-        f"{len(prompts)} prompts, lr {args.student_lr}; kd alpha 1, T {args.temperature} unless "
-        f"named; eval set of {eval_set.item_count} held-out problems"
+        f"{len(prompts)} prompts, lr {args.student_lr}; kd alpha {args.alpha}, T {args.temperature} "
+        f"unless named; eval set of {eval_set.item_count} held-out problems (data seed "
+        f"{args.data_seed})"
     )
     print(stats_line)
     print(f"| model | held-out exact match, mean ± sd over {args.seeds} seeds | per seed | "
