@@ -32,6 +32,20 @@ def int4_supported() -> str | None:
     return None
 
 
+def _torchao_config(scheme: str) -> Any:
+    """torchao's config for `scheme` (int8, or int4 where a GPU allows it)."""
+    from torchao.quantization import Int4WeightOnlyConfig, Int8WeightOnlyConfig
+
+    if scheme == "int4":
+        why = int4_supported()
+        if why:
+            raise QuantizeError(why)
+        return Int4WeightOnlyConfig()
+    if scheme == "int8":
+        return Int8WeightOnlyConfig()
+    raise QuantizeError(f"unknown scheme {scheme!r}; choose int8 or int4")
+
+
 def _folder_size(folder: str) -> int:
     return sum(
         os.path.getsize(os.path.join(root, f)) for root, _d, files in os.walk(folder) for f in files
@@ -86,18 +100,10 @@ def quantize(
             "torchao is not installed on this worker (pip install torchao)."
         ) from exc
     import torch
-    from torchao.quantization import Int4WeightOnlyConfig, Int8WeightOnlyConfig, quantize_
+    from torchao.quantization import quantize_
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if scheme == "int4":
-        why = int4_supported()
-        if why:
-            raise QuantizeError(why)
-        config: Any = Int4WeightOnlyConfig()
-    elif scheme == "int8":
-        config = Int8WeightOnlyConfig()
-    else:
-        raise QuantizeError(f"unknown scheme {scheme!r}; choose int8 or int4")
+    config = _torchao_config(scheme)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     tokenizer: Any = AutoTokenizer.from_pretrained(model_dir)
     model: Any = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
@@ -109,8 +115,7 @@ def quantize(
     after = _eval_loss(model, tokenizer, eval_data, max_length) if eval_data else None
     os.makedirs(out_dir, exist_ok=True)
     # torchao tensor subclasses are not safetensors-serialisable: a torch state dict it is, with
-    # the config and tokenizer beside it (load: from_pretrained(config) + quantize_ + load_state_dict,
-    # or torch.load with weights_only=False).
+    # the config and tokenizer beside it (`load_quantized` reads it back).
     torch.save(model.state_dict(), os.path.join(out_dir, "pytorch_model.bin"))
     model.config.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
@@ -147,21 +152,13 @@ def load_quantized(folder: str, *, device: str) -> Any:
     given the stored weights. torchao registers its tensors as safe globals: `weights_only` holds.
     """
     import torch
-    from torchao.quantization import Int4WeightOnlyConfig, Int8WeightOnlyConfig, quantize_
+    from torchao.quantization import quantize_
     from transformers import AutoConfig, AutoModelForCausalLM
 
     with open(os.path.join(folder, REPORT_FILE), encoding="utf-8") as fh:
         report = json.load(fh)
     scheme = report.get("config") or str(report.get("scheme", "")).split(" ", 1)[0]
-    if scheme == "int4":
-        why = int4_supported()
-        if why:
-            raise QuantizeError(why)
-        config: Any = Int4WeightOnlyConfig()
-    elif scheme == "int8":
-        config = Int8WeightOnlyConfig()
-    else:
-        raise QuantizeError(f"{folder}: unknown quantisation scheme {scheme!r}")
+    config = _torchao_config(scheme)
     model: Any = AutoModelForCausalLM.from_config(
         AutoConfig.from_pretrained(folder),
         dtype=torch.bfloat16 if scheme == "int4" else torch.float32,
