@@ -324,6 +324,8 @@ def explain(project) -> None:
         "reviewer": CompletionFilters(reviewer=reviewer.pk),
         "q=rare word (one match)": CompletionFilters(q="4a8a08f09d37b73795649038408b5f33"),
         "q=common word": CompletionFilters(q="answer"),
+        # Every seeded completion passed: a rare flag, answered from the GIN index on flags.
+        "flag=near_duplicate (no match)": CompletionFilters(flag="near_duplicate"),
     }
     for name, filters in cases.items():
         t0 = time.perf_counter()
