@@ -155,3 +155,45 @@ def prompt_chars(prompts: pa.ListArray) -> np.ndarray:
     lengths = pc.utf8_length(prompts.values.field("content")).to_numpy(zero_copy_only=False)
     totals = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
     return totals[starts[1:]] - totals[starts[:-1]]
+
+
+def value_counts(values: pa.Array, *, empty: str | None = None) -> dict[str, int]:
+    """Counts of each value; null (and "", when `empty` is given) counted as `empty`."""
+    out: dict[str, int] = {}
+    for item in pc.value_counts(values).to_pylist():
+        key = item["values"]
+        if empty is not None and not key:
+            key = empty
+        out[key] = out.get(key, 0) + item["counts"]
+    return out
+
+
+class BatchCounts:
+    """What a version holds, counted as its batches go by: rows by split and source, prompts,
+    rows with the teacher's exact output and with its top-k, target characters. A build's totals
+    and the build form's preview are the same counts."""
+
+    def __init__(self) -> None:
+        self.sources: dict[str, int] = {}
+        self.counts = dict.fromkeys(
+            ("train", "validation", "prompts", "teacher_exact", "topk_rows", "target_chars"), 0
+        )
+        self._last_prompt: int | None = None
+
+    def add(self, batch: RowBatch) -> None:
+        n = len(batch)
+        counts = self.counts
+        validation = int(batch.validation_rows.sum())
+        counts["validation"] += validation
+        counts["train"] += n - validation
+        counts["teacher_exact"] += int(batch.teacher_exact.sum())
+        counts["topk_rows"] += n - batch.topk.null_count
+        counts["target_chars"] += int(pc.sum(pc.utf8_length(batch.target)).as_py() or 0)
+        # A prompt's rows may go on from one batch to the next.
+        counts["prompts"] += len(batch.prompt_ids) - int(batch.prompt_ids[0] == self._last_prompt)
+        self._last_prompt = int(batch.prompt_ids[-1])
+        for key, count in value_counts(batch.source).items():
+            self.sources[key] = self.sources.get(key, 0) + count
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.counts, "sources": dict(sorted(self.sources.items()))}

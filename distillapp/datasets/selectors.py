@@ -13,7 +13,7 @@ from typing import Any
 from django.db import connections
 from django.db.models import BooleanField, ExpressionWrapper, Q, QuerySet
 
-from distillapp.datasets.batches import RowBatch, batch_from_rows, dumps
+from distillapp.datasets.batches import BatchCounts, RowBatch, batch_from_rows, dumps
 from distillapp.datasets.models import Dataset, DatasetVersion
 from distillapp.datasets.recipe import (
     Recipe,
@@ -322,32 +322,21 @@ class RowBatches:
 
 
 def recipe_preview(*, project: Project, recipe: Recipe) -> dict[str, Any]:
-    """What a build with `recipe` would write now: rows by split and source, how many carry the
-    teacher's top-k, and what was dropped (the build form's live preview)."""
+    """What a build with `recipe` would write now: rows by split and source, prompts, how many
+    carry the teacher's top-k, and what was dropped (the build form's live preview). The same
+    batches and counts as the build, so on PostgreSQL it reads the fast COPY stream too."""
     stats: Counter[str] = Counter()
-    rows = train = validation = exact = topk = chars = 0
-    sources: Counter[str] = Counter()
-    prompts: set[int] = set()
-    for row in dataset_rows(project=project, recipe=recipe, stats=stats):
-        rows += 1
-        if row.split == "train":
-            train += 1
-        else:
-            validation += 1
-        exact += row.teacher_exact
-        topk += row.has_topk
-        chars += len(row.target)
-        sources[row.source] += 1
-        prompts.add(row.prompt_id)
+    counts = BatchCounts()
+    batches = RowBatches(project=project, recipe=recipe, stats=stats)
+    try:
+        for batch in batches:
+            counts.add(batch)
+    finally:
+        batches.close()
+    totals = counts.as_dict()
     return {
-        "rows": rows,
-        "train": train,
-        "validation": validation,
-        "prompts": len(prompts),
-        "teacher_exact": exact,
-        "topk_rows": topk,
-        "target_chars": chars,
-        "sources": dict(sorted(sources.items())),
+        "rows": totals["train"] + totals["validation"],
+        **totals,
         "candidates": stats["candidates"],
         "dropped": {
             k.removeprefix("dropped_"): v

@@ -16,8 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
@@ -40,7 +38,7 @@ from distillapp.core.runs.services import (
     run_resume,
 )
 from distillapp.datasets import exports, writer
-from distillapp.datasets.batches import RowBatch, dumps
+from distillapp.datasets.batches import BatchCounts, RowBatch, dumps, value_counts
 from distillapp.datasets.models import Dataset, DatasetVersion
 from distillapp.datasets.recipe import Recipe, recipe_parse
 from distillapp.datasets.selectors import RowBatches
@@ -390,30 +388,16 @@ class _Tally:
 
     def __init__(self, parent_rows: writer.ParentRows | None) -> None:
         self.parent_rows = parent_rows
-        self.sources: Counter[str] = Counter()
+        self.rows = BatchCounts()
         self.verdicts: Counter[str] = Counter()
         self.jobs_used: set[int] = set()
-        self._counts = dict.fromkeys(
-            ("train", "validation", "prompts", "teacher_exact", "topk_rows", "target_chars"), 0
-        )
-        self._last_prompt: int | None = None
         self._diff = {"added": 0, "changed": 0, "removed": 0, "unchanged": 0}
         self._examples: dict[str, list[dict[str, Any]]] = {"added": [], "changed": []}
 
     def add(self, batch: RowBatch, shas: list[str]) -> None:
         n = len(batch)
-        counts = self._counts
-        validation = int(batch.validation_rows.sum())
-        counts["validation"] += validation
-        counts["train"] += n - validation
-        counts["teacher_exact"] += int(batch.teacher_exact.sum())
-        counts["topk_rows"] += n - batch.topk.null_count
-        counts["target_chars"] += int(pc.sum(pc.utf8_length(batch.target)).as_py() or 0)
-        # A prompt's rows may go on from one batch to the next.
-        counts["prompts"] += len(batch.prompt_ids) - int(batch.prompt_ids[0] == self._last_prompt)
-        self._last_prompt = int(batch.prompt_ids[-1])
-        self.sources.update(_value_counts(batch.source))
-        self.verdicts.update(_value_counts(batch.verdict_state, empty="none"))
+        self.rows.add(batch)
+        self.verdicts.update(value_counts(batch.verdict_state, empty="none"))
         self.jobs_used.update(np.unique(batch.job_id).tolist())
         prompt_id = batch.prompt_id
         if self.parent_rows is not None:
@@ -437,7 +421,7 @@ class _Tally:
                 )
 
     def counts(self) -> dict[str, Any]:
-        return {**self._counts, "sources": dict(sorted(self.sources.items()))}
+        return self.rows.as_dict()
 
     def diff(self, *, parent: DatasetVersion | None, parent_parquet: Path | None) -> dict[str, Any]:
         diff: dict[str, Any] = dict(self._diff)
@@ -465,17 +449,6 @@ def _loads(value: str) -> Any:
     import json
 
     return json.loads(value)
-
-
-def _value_counts(values: pa.Array, *, empty: str | None = None) -> dict[str, int]:
-    """Counts of each value; null (and "", when `empty` is given) counted as `empty`."""
-    out: dict[str, int] = {}
-    for item in pc.value_counts(values).to_pylist():
-        key = item["values"]
-        if empty is not None and not key:
-            key = empty
-        out[key] = out.get(key, 0) + item["counts"]
-    return out
 
 
 def _candidates_bound(*, project: Project, recipe: Recipe) -> int:

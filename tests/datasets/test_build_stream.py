@@ -219,6 +219,27 @@ def test_the_stream_builds_what_the_reference_rows_build(
             assert got[name] == expected[name], name
 
 
+@pytest.mark.parametrize("recipe", RECIPES, ids=[json.dumps(r) for r in RECIPES])
+def test_the_preview_reads_the_stream_and_counts_what_the_build_writes(
+    project, alice, tricky, media, monkeypatch, recipe
+):
+    from distillapp.datasets.recipe import recipe_parse
+    from distillapp.datasets.selectors import recipe_preview
+
+    parsed = recipe_parse(recipe)
+    monkeypatch.setattr(pgstream, "usable", lambda: False)
+    by_rows = recipe_preview(project=project, recipe=parsed)
+    monkeypatch.setattr(pgstream, "usable", lambda: True)
+    by_stream = recipe_preview(project=project, recipe=parsed)
+    monkeypatch.undo()
+    assert by_stream == by_rows and by_stream["rows"] > 0
+    built = _build(project, alice, recipe, stream=True, monkeypatch=monkeypatch)
+    for key in ("rows", "train", "validation", "prompts", "teacher_exact", "topk_rows"):
+        assert by_stream[key] == built.counts[key], key
+    assert by_stream["sources"] == built.counts["sources"]
+    assert by_stream["dropped"] == built.counts["dropped"]
+
+
 def test_batches_in_one_large_run_match_many_small_ones(project, alice, tricky, media, monkeypatch):
     small = _build(project, alice, {}, stream=True, monkeypatch=monkeypatch, batch_rows=1)
     large = _build(project, alice, {}, stream=True, monkeypatch=monkeypatch, batch_rows=50_000)
