@@ -62,10 +62,13 @@ def eval_human_verdict_set(
 
 def human_verdicts_for(
     *, run: EvalRun, user: Any, item_ids: list[int]
-) -> dict[tuple[int, str], str]:
-    """`user`'s verdicts on the given items: (item id, model key) → preferred."""
+) -> dict[int, dict[str, str]]:
+    """`user`'s verdicts on the given items: item id → model key → preferred."""
     rows = EvalHumanVerdict.objects.filter(run=run, user=user, item_id__in=item_ids)
-    return {(i, k): p for i, k, p in rows.values_list("item_id", "model_key", "preferred")}
+    out: dict[int, dict[str, str]] = {}
+    for item_id, key, preferred in rows.values_list("item_id", "model_key", "preferred"):
+        out.setdefault(item_id, {})[key] = preferred
+    return out
 
 
 def pairwise_agreement(*, run: EvalRun) -> dict[str, Any]:

@@ -149,9 +149,6 @@ def eval_run_samples(request: HtmxHttpRequest, eval_run_id: int) -> HttpResponse
         if can_review
         else {}
     )
-    mine_by_item: dict[int, dict[str, str]] = {}
-    for (item_id, key), preferred in mine.items():
-        mine_by_item.setdefault(item_id, {})[key] = preferred
     context = {
         "run": run,
         "project": run.project,
@@ -163,7 +160,7 @@ def eval_run_samples(request: HtmxHttpRequest, eval_run_id: int) -> HttpResponse
         "candidates": [s for s in run.model_specs if s["key"] != run.baseline_key],
         "categories": selectors.eval_run_categories(run=run),
         "can_review": can_review,
-        "mine": mine_by_item,
+        "mine": mine,
         "preferences": HumanPreference.choices,
     }
     template = "evaluation/samples.html"

@@ -12,13 +12,7 @@ from distillapp.filters import dedup, dedup_store
 from distillapp.filters.dedup_store import EXACT, NEAR, RANK_CLEAN, DedupStore, Found
 from distillapp.filters.scratch import IdSpool, ScratchDB
 from tests.filters import dedup_reference
-
-BASE = (
-    "Photosynthesis turns light, water and carbon dioxide into sugar and oxygen inside the "
-    "chloroplasts of plant cells. It happens mostly in leaves, where chlorophyll absorbs light."
-)
-CLOSE = BASE.replace("mostly", "largely")
-CLOSER = BASE.replace("leaves", "leafs")
+from tests.filters.texts import BASE, CLOSE, CLOSER
 
 
 @pytest.fixture

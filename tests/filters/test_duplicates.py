@@ -13,14 +13,7 @@ from distillapp.filters.models import CompletionVerdict, FilterRun, VerdictState
 from distillapp.filters.services import filter_config_update, pipeline, verdict_rows
 from tests.factories import CompletionFactory, GenerationJobFactory, PromptFactory, TeacherFactory
 from tests.filters.conftest import filter_job
-
-BASE = (
-    "Photosynthesis turns light, water and carbon dioxide into sugar and oxygen inside the "
-    "chloroplasts of plant cells. It happens mostly in leaves, where chlorophyll absorbs light."
-)
-# One word changed: Jaccard well above 0.8 with BASE, not identical.
-CLOSE = BASE.replace("mostly", "largely")
-CLOSER = BASE.replace("leaves", "leafs")
+from tests.filters.texts import BASE, CLOSE, CLOSER
 
 
 @pytest.fixture
