@@ -221,6 +221,7 @@ def child_build(version_id: int, profile: str | None) -> dict:
 
     DatasetVersion.objects.filter(pk=version_id).exists()  # connection open before timing
     rss = PeakRSS()
+    cpu0 = os.times()
     t0 = time.perf_counter()
     if profile:
         import cProfile
@@ -231,6 +232,7 @@ def child_build(version_id: int, profile: str | None) -> dict:
     else:
         dataset_version_execute(version_id=version_id)
     seconds = time.perf_counter() - t0
+    cpu1 = os.times()
     growth = rss.stop()
     anon = rss.anon_growth
     v = DatasetVersion.objects.get(pk=version_id)
@@ -240,6 +242,8 @@ def child_build(version_id: int, profile: str | None) -> dict:
         "rows": (v.counts or {}).get("rows", 0),
         "kd_rows": (v.counts or {}).get("kd_rows", 0),
         "seconds": seconds,
+        # The build process's CPU time, all threads (PostgreSQL's is not in it).
+        "cpu": (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system),
         "rss_growth": growth,
         "anon_growth": anon,
         "diff": {k: v.diff.get(k) for k in ("added", "changed", "removed", "unchanged")},
@@ -270,6 +274,18 @@ def child_query(project_id: int) -> dict:
                 rows += 1
                 size += len(data)
     return {"rows": rows - 1, "bytes": size, "first": first, "seconds": time.perf_counter() - t0}
+
+
+def child_preview(project_id: int) -> dict:
+    """The build form's live preview of the empty recipe (every job): what one form change costs."""
+    from distillapp.datasets.recipe import recipe_parse
+    from distillapp.datasets.selectors import recipe_preview
+    from distillapp.projects.models import Project
+
+    project = Project.objects.get(pk=project_id)
+    t0 = time.perf_counter()
+    preview = recipe_preview(project=project, recipe=recipe_parse({}))
+    return {"rows": preview["rows"], "seconds": time.perf_counter() - t0}
 
 
 def child_baseline(project_id: int, limit: int, out: str) -> dict:
@@ -368,13 +384,17 @@ def main() -> None:
     parser.add_argument("--child-build", type=int)
     parser.add_argument("--child-baseline", type=int)
     parser.add_argument("--child-query", type=int)
+    parser.add_argument("--child-preview", type=int)
     parser.add_argument("--out", default="")
     args = parser.parse_args()
 
     url = os.environ.get("DATABASE_URL", "")
     if not url.startswith(("postgres://", "postgresql://")):
         sys.exit("bench/dataset_build.py needs DATABASE_URL=postgres://…")
-    child = any(c is not None for c in (args.child_build, args.child_baseline, args.child_query))
+    child = any(
+        c is not None
+        for c in (args.child_build, args.child_baseline, args.child_query, args.child_preview)
+    )
     if child:
         os.environ["DATABASE_URL"] = urlunparse(urlparse(url)._replace(path=f"/{args.db_name}"))
         reused = True
@@ -392,6 +412,9 @@ def main() -> None:
         return
     if args.child_query is not None:
         print(json.dumps(child_query(args.child_query)))
+        return
+    if args.child_preview is not None:
+        print(json.dumps(child_preview(args.child_preview)))
         return
 
     import tempfile
@@ -437,7 +460,7 @@ def main() -> None:
         rate = result["rows"] / result["seconds"]
         print(
             f"{name:<28} {result['rows']:>9,} rows  {result['seconds']:6.1f} s  "
-            f"{rate:>9,.0f} rows/s  peak RSS growth {result['rss_growth'] / 2**20:4.0f} MiB "
+            f"{rate:>9,.0f} rows/s  CPU {result['cpu']:5.1f} s  peak RSS growth {result['rss_growth'] / 2**20:4.0f} MiB "
             f"(anonymous {result['anon_growth'] / 2**20:4.0f} MiB)  "
             f"kd rows {result['kd_rows']:,}  diff {result['diff']}"
         )
@@ -459,6 +482,11 @@ def main() -> None:
         f"PostgreSQL alone (the build's COPY, rows read and dropped) {query['rows']:>9,} rows  "
         f"{query['seconds']:6.1f} s  {query['rows'] / query['seconds']:>9,.0f} rows/s  "
         f"first row after {query['first']:.1f} s, {query['bytes'] / 2**20:,.0f} MiB"
+    )
+    preview = _child(["--db-name", args.db_name, "--child-preview", str(project.pk)])
+    print(
+        f"build form preview (empty recipe) {preview['rows']:>9,} rows  "
+        f"{preview['seconds']:6.1f} s per form change"
     )
     base = _child(
         ["--db-name", args.db_name, "--child-baseline", str(project.pk),

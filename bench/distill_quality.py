@@ -286,6 +286,7 @@ def main() -> None:
         help="which problems are drawn (teacher pool, students' prompts, held-out set)",
     )
     ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--results", default="", help="also write the results JSON to this file")
     ap.add_argument("--held-out", type=int, default=1000)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument(
@@ -516,9 +517,12 @@ def main() -> None:
     for pk, (name, seed) in runs.items():
         results[name][seed] = scores[f"student-{pk}-model"]
     base_inspection = BaseModel.objects.get(pk=bases[0].pk).inspection
-    (work / "results.json").write_text(
-        json.dumps({"args": vars(args), "teacher": teacher_acc, "students": results}, indent=1)
+    summary = json.dumps(
+        {"args": vars(args), "teacher": teacher_acc, "students": results}, indent=1
     )
+    (work / "results.json").write_text(summary)
+    if args.results:
+        Path(args.results).write_text(summary)
 
     wall = time.perf_counter() - started
     print()

@@ -94,7 +94,9 @@ def _variable_fields(recipe: Recipe) -> tuple[str, ...]:
     return names
 
 
-def copy_sql(*, project: Project, recipe: Recipe) -> tuple[str, dict[str, Any]]:
+def copy_sql(
+    *, project: Project, recipe: Recipe, topk_bytes: bool = True
+) -> tuple[str, dict[str, Any]]:
     """The COPY statement: `candidates_queryset`'s rows (the same rules, written out so each
     column has a known binary form), ordered as the build writes them."""
     jobs = GenerationJob.objects.filter(project=project)
@@ -131,8 +133,13 @@ def copy_sql(*, project: Project, recipe: Recipe) -> tuple[str, dict[str, Any]]:
     edited = "(ri.state = %(done)s AND ri.target_text IS NOT NULL)"
     exact = f"(NOT {edited} OR ri.target_text = c.text)"
     first = "(lag(c.prompt_id) OVER w IS DISTINCT FROM c.prompt_id)"
+    # Without `topk_bytes` (the preview counts records, it never reads them) a one-byte stand-in
+    # marks a non-empty record: octet_length reads the TOAST pointer, not the TOAST table.
+    record = (
+        "c.topk" if topk_bytes else "CASE WHEN octet_length(c.topk) > 0 THEN '\\x01'::bytea END"
+    )
     # Reasoning stripped later may make an edited target the teacher's text: keep every record.
-    topk = "c.topk" if recipe.reasoning == "strip" else f"CASE WHEN {exact} THEN c.topk END"
+    topk = record if recipe.reasoning == "strip" else f"CASE WHEN {exact} THEN {record} END"
     columns = [
         "c.id::int8",
         "c.prompt_id::int8",
@@ -581,10 +588,11 @@ class RowBatches:
         stats: Counter[str],
         batch_rows: int,
         after: Callable[[], Any] | None = None,
+        topk_bytes: bool = True,
     ) -> None:
         self._names = _variable_fields(recipe)
         self._selection = Selection(project=project, recipe=recipe, stats=stats)
-        sql, params = copy_sql(project=project, recipe=recipe)
+        sql, params = copy_sql(project=project, recipe=recipe, topk_bytes=topk_bytes)
         self._reader = CopyReader(sql, params, batch_rows=batch_rows, after=after)
         self.after = self._reader.after
 

@@ -303,7 +303,7 @@ class ErrorOut(Schema):
     errors: list[dict[str, Any]]
 
 
-def _run_out(run: EvalRun) -> EvalRunOut:
+def _run_out(run: EvalRun, *, has_verdicts: bool | None = None) -> EvalRunOut:
     return EvalRunOut(
         id=run.pk,
         project_id=run.project_id,
@@ -316,14 +316,19 @@ def _run_out(run: EvalRun) -> EvalRunOut:
         models=[
             {k: v for k, v in s.items() if k not in ("path", "adapter")} for s in run.model_specs
         ],
-        eval_set_ids=sorted(run.eval_sets.values_list("id", flat=True)),
+        eval_set_ids=sorted(s.pk for s in run.eval_sets.all()),
         baseline_key=run.baseline_key,
         judge={k: v for k, v in (run.judge or {}).items() if k != "system_prompt"},
         decoding=run.decoding,
         lineage=run.lineage,
         # Reviewers' verdicts arrive after scoring: agreement is read live, not as stored.
         results=(
-            {**run.results, "agreement": human_verdicts.judge_human_agreement(run=run)}
+            {
+                **run.results,
+                "agreement": human_verdicts.judge_human_agreement(
+                    run=run, has_verdicts=has_verdicts
+                ),
+            }
             if run.results
             else {}
         ),
@@ -341,7 +346,11 @@ def _eval_run(request: HttpRequest, eval_run_id: int, role: str = Role.VIEWER) -
 @router.get("/projects/{project_id}/eval-runs", response=list[EvalRunOut])
 def list_eval_runs(request: HttpRequest, project_id: int) -> list[EvalRunOut]:
     project, _m = get_project_for_user(request.user, project_id)
-    return [_run_out(r) for r in selectors.eval_runs_for_project(project=project)[:200]]
+    runs = list(
+        selectors.eval_runs_for_project(project=project).prefetch_related("eval_sets")[:200]
+    )
+    reviewed = human_verdicts.runs_with_verdicts(runs)
+    return [_run_out(r, has_verdicts=r.pk in reviewed) for r in runs]
 
 
 @router.post(

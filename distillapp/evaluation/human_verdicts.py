@@ -75,16 +75,23 @@ def pairwise_agreement(*, run: EvalRun) -> dict[str, Any]:
     """Cohen's kappa and raw agreement between reviewers' verdicts and the judge's outcomes on
     the same (model, item) pairs; one pair per reviewer verdict. Pairs the judge left without an
     outcome (an order unparsed) are not counted."""
-    outcomes = {
-        (item_id, key): outcome
-        for item_id, key, outcome in EvalJudgement.objects.filter(
-            run=run, outcome__isnull=False
-        ).values_list("item_id", "model_key", "outcome")
-    }
+    verdicts = list(
+        EvalHumanVerdict.objects.filter(run=run).values_list("item_id", "model_key", "preferred")
+    )
+    # Only the judged pairs reviewers looked at: a run has thousands of judgements, and most
+    # runs no verdicts at all.
+    outcomes = (
+        {
+            (item_id, key): outcome
+            for item_id, key, outcome in EvalJudgement.objects.filter(
+                run=run, outcome__isnull=False, item_id__in={v[0] for v in verdicts}
+            ).values_list("item_id", "model_key", "outcome")
+        }
+        if verdicts
+        else {}
+    )
     judge, human = [], []
-    for item_id, key, preferred in EvalHumanVerdict.objects.filter(run=run).values_list(
-        "item_id", "model_key", "preferred"
-    ):
+    for item_id, key, preferred in verdicts:
         outcome = outcomes.get((item_id, key))
         if outcome is None:
             continue
@@ -99,13 +106,25 @@ def pairwise_agreement(*, run: EvalRun) -> dict[str, Any]:
     }
 
 
-def judge_human_agreement(*, run: EvalRun) -> dict[str, Any]:
+def runs_with_verdicts(runs: list[EvalRun]) -> set[int]:
+    """Which of `runs` have any reviewer verdict (one query for a list of runs)."""
+    return set(
+        EvalHumanVerdict.objects.filter(run__in=runs).values_list("run_id", flat=True).distinct()
+    )
+
+
+def judge_human_agreement(*, run: EvalRun, has_verdicts: bool | None = None) -> dict[str, Any]:
     """The agreement shown next to judge numbers: on reviewers' pairwise verdicts of this run when
     there are any, else on the project's reviewed completions that the judge scored in the filters
-    (computed when the run was scored). Both are listed under `sources`."""
+    (computed when the run was scored). Both are listed under `sources`. `has_verdicts` (from
+    `runs_with_verdicts`) saves a list of runs a query per run without verdicts."""
     stored = (run.results or {}).get("agreement") or {}
     if not run.judge:
         return stored
-    pairwise = pairwise_agreement(run=run)
+    pairwise = (
+        pairwise_agreement(run=run)
+        if has_verdicts is not False
+        else {"n": 0, "raw": None, "kappa": None, "basis": BASIS}
+    )
     chosen = pairwise if pairwise["n"] else stored
     return {**chosen, "sources": {"pairwise": pairwise, "filters": stored}}

@@ -118,7 +118,10 @@ def test_pages_from_project_to_download(project, alice, reviewed, sent_tasks):
     dataset = Dataset.objects.get(name="maths")
     assert r.status_code == 302 and r["Location"] == f"/datasets/{dataset.pk}/"
     detail = client.get(f"/datasets/{dataset.pk}/").content.decode()
-    assert 'hx-trigger="change, load"' in detail and f"/datasets/{dataset.pk}/preview/" in detail
+    assert (
+        'hx-trigger="change delay:300ms, load"' in detail
+        and f"/datasets/{dataset.pk}/preview/" in detail
+    )
     preview = client.get(
         f"/datasets/{dataset.pk}/preview/",
         {"per_prompt": "one", "reasoning": "keep"},

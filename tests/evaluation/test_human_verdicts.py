@@ -139,3 +139,49 @@ def test_viewers_see_no_verdict_buttons_and_cannot_post(full_run, student, vera)
         {"item_id": item.pk, "model_key": f"student-{student.pk}-merged", "preferred": "tie"},
     )
     assert response.status_code == 403 and not EvalHumanVerdict.objects.exists()
+
+
+def test_the_run_list_reads_agreement_in_queries_that_do_not_grow_with_runs(
+    full_run,  # noqa: F811
+    student,
+    alice,
+):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from distillapp.evaluation.models import EvalRun
+
+    run, merged = full_run, f"student-{student.pk}-merged"
+    eval_human_verdict_set(
+        run=run, item_id=_items(run)[0].pk, model_key=merged, preferred="baseline", user=alice
+    )
+    client = Client()
+    client.force_login(alice)
+    url = f"/api/v1/projects/{run.project_id}/eval-runs"
+
+    def listing() -> tuple[dict[int, dict], int]:
+        with CaptureQueriesContext(connection) as queries:
+            response = client.get(url)
+        assert response.status_code == 200, response.content
+        return {r["id"]: r for r in response.json()}, len(queries)
+
+    def copy_of_run() -> EvalRun:
+        sets = list(run.eval_sets.all())
+        twin = EvalRun.objects.get(pk=run.pk)
+        twin.pk = None
+        twin.save()
+        twin.eval_sets.set(sets)
+        return twin
+
+    copy_of_run()
+    runs, few = listing()
+    for _ in range(4):
+        copy_of_run()
+    runs, many = listing()
+    assert len(runs) == 6 and many == few
+    # The reviewed run's agreement is its reviewers'; the copies have none of their own.
+    assert runs[run.pk]["results"]["agreement"]["n"] == 1
+    assert runs[run.pk]["results"]["agreement"]["sources"]["pairwise"]["raw"] == 1.0
+    copies = [r for pk, r in runs.items() if pk != run.pk]
+    assert all(r["results"]["agreement"]["sources"]["pairwise"]["n"] == 0 for r in copies)
+    assert all(r["eval_set_ids"] == runs[run.pk]["eval_set_ids"] for r in copies)
