@@ -216,8 +216,8 @@ class PeakRSS:
 
 
 def child_build(version_id: int, profile: str | None) -> dict:
+    from distillapp.datasets.build import dataset_version_execute
     from distillapp.datasets.models import DatasetVersion
-    from distillapp.datasets.services import dataset_version_execute
 
     DatasetVersion.objects.filter(pk=version_id).exists()  # connection open before timing
     rss = PeakRSS()

@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 from django.core.exceptions import ValidationError
 
+from distillapp.datasets import build as build_module
 from distillapp.datasets import services
 from distillapp.datasets.models import DatasetVersion
 from distillapp.datasets.recipe import recipe_parse
@@ -96,7 +97,7 @@ def test_the_build_refuses_a_held_out_prompt_that_slips_past_the_query(
 ):
     from distillapp.prompts.models import Prompt, Split
 
-    class Leaky(services.RowBatches):
+    class Leaky(build_module.RowBatches):
         """The build's rows, with the first prompt swapped for the held-out one."""
 
         def __iter__(self):
@@ -105,7 +106,7 @@ def test_the_build_refuses_a_held_out_prompt_that_slips_past_the_query(
                 batch.prompt_ids[0] = reviewed["heldout"].pk
                 yield batch
 
-    monkeypatch.setattr(services, "RowBatches", Leaky)
+    monkeypatch.setattr(build_module, "RowBatches", Leaky)
     assert Prompt.objects.get(pk=reviewed["heldout"].pk).split == Split.HELDOUT
     version = services.dataset_version_build(dataset=dataset, recipe={}, user=alice)
     from workers.tasks.datasets import build_dataset_version
@@ -248,7 +249,7 @@ def test_a_killed_build_leaves_nothing_visible_and_is_rebuilt(
 
     monkeypatch.setattr(writer.VersionWriter, "close", die)
     with pytest.raises(SystemExit):
-        services.dataset_version_execute(version_id=version.pk)
+        build_module.dataset_version_execute(version_id=version.pk)
     monkeypatch.undo()
     version.refresh_from_db()
     # The dead worker had no chance to record anything: the run still looks claimed.

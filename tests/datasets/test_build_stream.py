@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 from django.db import connection
 
-from distillapp.datasets import pgstream, services
+from distillapp.datasets import build, pgstream, services
 from distillapp.datasets.models import DatasetVersion
 from distillapp.datasets.services import version_folder
 from distillapp.filters.models import CompletionVerdict
@@ -126,7 +126,7 @@ def tricky(project, alice):
 
 
 def _build(project, user, recipe, *, stream, monkeypatch, batch_rows=4):
-    monkeypatch.setattr(services, "BATCH_ROWS", batch_rows)
+    monkeypatch.setattr(build, "BATCH_ROWS", batch_rows)
     monkeypatch.setattr(pgstream, "usable", lambda: stream)
     used = []
     real = pgstream.RowBatches
@@ -143,7 +143,7 @@ def _build(project, user, recipe, *, stream, monkeypatch, batch_rows=4):
         user=user,
     )
     version = services.dataset_version_build(dataset=dataset, recipe=recipe, user=user)
-    built = services.dataset_version_execute(version_id=version.pk)
+    built = build.dataset_version_execute(version_id=version.pk)
     monkeypatch.undo()
     assert built is not None and built.status == "succeeded", built and built.message
     assert bool(used) == stream
@@ -247,8 +247,8 @@ def test_batches_in_one_large_run_match_many_small_ones(project, alice, tricky, 
     assert small.sha256 == large.sha256 and small.counts == large.counts
     # and the second version of a dataset diffs against the first, batch by batch
     again = services.dataset_version_build(dataset=small.dataset, recipe={}, user=alice)
-    monkeypatch.setattr(services, "BATCH_ROWS", 3)
-    again = services.dataset_version_execute(version_id=again.pk)
+    monkeypatch.setattr(build, "BATCH_ROWS", 3)
+    again = build.dataset_version_execute(version_id=again.pk)
     assert again.diff["unchanged"] == small.counts["rows"]
     assert again.diff["added"] == again.diff["removed"] == again.diff["changed"] == 0
 
@@ -266,7 +266,7 @@ def test_a_failing_query_fails_the_build_and_leaves_nothing(
     dataset = services.dataset_create(project=project, name="broken", user=alice)
     version = services.dataset_version_build(dataset=dataset, recipe={}, user=alice)
     with pytest.raises(Exception, match="no_such_column"):
-        services.dataset_version_execute(version_id=version.pk)
+        build.dataset_version_execute(version_id=version.pk)
     version.refresh_from_db()
     assert version.status == "failed" and "no_such_column" in version.message
     assert not version_folder(version).exists()
@@ -276,9 +276,9 @@ def test_a_failing_query_fails_the_build_and_leaves_nothing(
 def test_held_out_ids_are_found_in_dense_and_sparse_batches(project, tricky):
     heldout = tricky["heldout"].pk
     train = [p.pk for p in tricky["prompts"]]
-    services._ensure_trainable(np.array(train))
+    build._ensure_trainable(np.array(train))
     with pytest.raises(HeldOutPromptError):
-        services._ensure_trainable(np.array([*train, heldout]))  # a dense range
+        build._ensure_trainable(np.array([*train, heldout]))  # a dense range
     with pytest.raises(HeldOutPromptError):
-        services._ensure_trainable(np.array([heldout, heldout + 10**9]))  # sparse: by id
+        build._ensure_trainable(np.array([heldout, heldout + 10**9]))  # sparse: by id
     assert connection.vendor == "postgresql"

@@ -194,12 +194,8 @@ def test_licence_set_on_the_datasets_page_goes_into_the_card(
     client.post(f"/projects/{project.pk}/datasets/license/", {"license": "cc-by-4.0"})
     assert Project.objects.get(pk=project.pk).settings["license"] == "cc-by-4.0"
     assert 'value="cc-by-4.0"' in client.get(f"/projects/{project.pk}/datasets/").content.decode()
-    from distillapp.datasets.services import (
-        dataset_create,
-        dataset_version_build,
-        dataset_version_execute,
-        version_folder,
-    )
+    from distillapp.datasets.build import dataset_version_execute
+    from distillapp.datasets.services import dataset_create, dataset_version_build, version_folder
 
     version = dataset_version_build(
         dataset=dataset_create(project=project, name="lic", user=alice), recipe={}, user=alice

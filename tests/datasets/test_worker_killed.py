@@ -18,13 +18,9 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
+from distillapp.datasets.build import dataset_version_execute
 from distillapp.datasets.models import DatasetVersion
-from distillapp.datasets.services import (
-    dataset_create,
-    dataset_version_build,
-    dataset_version_execute,
-    version_folder,
-)
+from distillapp.datasets.services import dataset_create, dataset_version_build, version_folder
 from distillapp.datasets.writer import file_sha256
 from tests.factories import GenerationJobFactory, PromptSetFactory
 from tests.processes import (

@@ -20,7 +20,7 @@ def build_dataset_version(version_id: int) -> str | None:
     and renamed at the end, so a worker that takes over a killed build starts again from nothing
     visible, and a version that has succeeded is never built again.
     """
-    from distillapp.datasets.services import dataset_version_execute
+    from distillapp.datasets.build import dataset_version_execute
 
     version = dataset_version_execute(version_id=version_id)
     return version.status if version is not None else None
