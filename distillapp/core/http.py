@@ -43,10 +43,16 @@ def parse_float(value: object) -> float | None:
 def polled_partial(
     request: HttpRequest, template: str, context: dict[str, Any], *, active: bool
 ) -> HttpResponse:
-    """A progress partial that HTMX polls: rendered from the row it reads, and answered with 286
-    (stop polling) once the run it shows has ended, so the last state stays on the page."""
+    """A progress partial that HTMX polls: rendered from the row it reads while the run goes on.
+    Once the run has ended: 286 (stop polling) and `HX-Refresh`, so the page reloads once and
+    shows what the end brought outside the partial (artefacts, a version's diff and lineage, an
+    eval run's scores, the verdict list) instead of a finished badge above stale sections."""
     from django.shortcuts import render
     from django_htmx.http import HttpResponseStopPolling
 
     response = render(request, template, context)
-    return response if active else HttpResponseStopPolling(response.content)
+    if active:
+        return response
+    stop = HttpResponseStopPolling(response.content)
+    stop["HX-Refresh"] = "true"
+    return stop

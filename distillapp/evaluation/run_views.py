@@ -15,11 +15,10 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
-from django_htmx.http import HttpResponseStopPolling
 
 from distillapp.accounts.models import Role, role_at_least
 from distillapp.core.cursor import InvalidCursor
-from distillapp.core.http import HtmxHttpRequest, parse_int
+from distillapp.core.http import HtmxHttpRequest, parse_int, polled_partial
 from distillapp.core.runs.models import RunStatus
 from distillapp.evaluation import human_verdicts, reports, run_services, selectors
 from distillapp.evaluation.models import EvalRun, HumanPreference
@@ -110,13 +109,9 @@ def eval_run_detail(request: HtmxHttpRequest, eval_run_id: int) -> HttpResponse:
         "can_manage": role_at_least(membership.role, Role.ADMIN),
     }
     if request.htmx and request.GET.get("partial") == "progress":
-        response = render(request, "evaluation/run.html#progress", context)
-        if run.is_ended:
-            # The page reloads once to show the scores; polling stops.
-            stop = HttpResponseStopPolling(response.content)
-            stop["HX-Refresh"] = "true"
-            return stop
-        return response
+        return polled_partial(
+            request, "evaluation/run.html#progress", context, active=not run.is_ended
+        )
     return render(request, "evaluation/run.html", context)
 
 

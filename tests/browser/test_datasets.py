@@ -54,6 +54,9 @@ def test_build_form_preview_build_progress_and_download(
     # The polled progress partial turns into the built version with its downloads.
     link = page.wait_for_selector("a[href*='format=jsonl']", timeout=15_000)
     assert "Succeeded" in page.inner_text("#version-progress")
+    # The page reloaded itself once built: the diff and lineage outside the partial are there.
+    assert page.locator("h2", has_text="Lineage").count() == 1
+    assert page.locator("h2", has_text="Changes since").count() == 1
     with page.expect_download() as info:
         link.click()
     body = Path(info.value.path()).read_text(encoding="utf-8")

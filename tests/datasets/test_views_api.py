@@ -137,7 +137,7 @@ def test_pages_from_project_to_download(project, alice, reviewed, sent_tasks):
     assert polling.status_code == 200 and b'hx-trigger="every 2s"' in polling.content
     _run_sent(sent_tasks)
     done = client.get(f"/dataset-versions/{version.pk}/progress/", HTTP_HX_REQUEST="true")
-    assert done.status_code == 286
+    assert done.status_code == 286 and done["HX-Refresh"] == "true"
     page = client.get(f"/dataset-versions/{version.pk}/").content.decode()
     assert "Lineage" in page and "maths.jsonl" in page and "teacher-model" in page
     assert "?format=parquet" in page and "?format=hf" in page

@@ -67,7 +67,7 @@ def test_the_dashboard_and_side_by_side_render_scores_without_inline_script(scor
     data = json.loads(re.search(r'id="eval-chart-data"[^>]*>(.*?)</script>', html, re.S).group(1))
     assert data["points"][0]["cost_per_1k_usd"] > 0
     partial = client.get(f"/eval-runs/{scored_run.pk}/?partial=progress", HTTP_HX_REQUEST="true")
-    assert partial.status_code == 286
+    assert partial.status_code == 286 and partial["HX-Refresh"] == "true"
     side = client.get(f"/eval-runs/{scored_run.pk}/samples/").content.decode()
     assert "hx-disable" in side and "&lt;script&gt;alert(1)&lt;/script&gt;" in side
     assert "<script>alert(1)" not in side
