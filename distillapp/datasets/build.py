@@ -265,7 +265,7 @@ class _Tally:
                 examples.append(
                     _example(
                         f"{prompt_id[i]}:{batch.completion_id[i]}",
-                        _loads(messages),
+                        json.loads(messages),
                         batch.target[i].as_py(),
                     )
                 )
@@ -281,7 +281,7 @@ class _Tally:
             diff["removed"] = self.parent_rows.removed
             old = writer.read_rows_by_key(parent_parquet, self.parent_rows.removed_examples)
             examples["removed"] = [
-                _example(k, _loads(r["messages"]), r["completion"]) for k, r in old.items()
+                _example(k, json.loads(r["messages"]), r["completion"]) for k, r in old.items()
             ]
             changed_keys = [e["key"] for e in examples["changed"]]
             before = writer.read_rows_by_key(parent_parquet, changed_keys)
@@ -293,10 +293,6 @@ class _Tally:
             {"id": parent.pk, "number": parent.number, "sha256": parent.sha256} if parent else None
         )
         return diff
-
-
-def _loads(value: str) -> Any:
-    return json.loads(value)
 
 
 def _candidates_bound(*, project: Project, recipe: Recipe) -> int:
@@ -326,8 +322,9 @@ def _review_counts(*, project: Project, recipe: Recipe) -> list[tuple[int, str, 
 
 
 def _ensure_trainable(prompt_ids: np.ndarray) -> None:
-    """`prompts.selectors.ensure_trainable` for a batch's prompts. On PostgreSQL in one query: the held-out prompts of the ids' range when it is dense (an index range scan),
-    else the ids as one array (the helper sends lists of 5,000 parameters)."""
+    """`prompts.selectors.ensure_trainable` for a batch's prompts. On PostgreSQL in one query:
+    the held-out prompts of the ids' range when it is dense (an index range scan), else the ids
+    as one array (the helper sends lists of 5,000 parameters)."""
     if connection.vendor != "postgresql":
         ensure_trainable(prompt_ids.tolist())
         return
