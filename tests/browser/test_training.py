@@ -188,7 +188,8 @@ def test_launch_watch_the_chart_stop_resume_finish_and_download_the_adapter(
         assert run.config["max_steps"] == STEPS
 
         # The chart fills in while the run goes (the child is held at step 3).
-        page.wait_for_selector("[data-loss-chart] canvas", timeout=120_000)
+        # Generous: the child starts (torch, the model) on 2 cores shared with the test server.
+        page.wait_for_selector("[data-loss-chart] canvas", timeout=300_000)
         page.wait_for_function(
             "n => +document.querySelector('[data-loss-chart]').dataset.points >= n",
             arg=PAUSE_AT,
