@@ -50,6 +50,11 @@ full distribution (K = V = 20, which is also the product's largest K, ``MAX_TOP_
 "top-20" is this row); (d) kd with top-5; kd rows at the engine's default T = 2 and, as
 ``name@T``, at other temperatures. KD uses alpha = 1 (KL only) unless ``--alpha`` or a row's
 ``:aA`` suffix (``kd_top5@4:a0.5``: half KL, half cross-entropy on the target) says otherwise.
+(f) ``kd_top5s`` / ``kd_top20s``: kd on *sampled* answers: one more generation job asks the teacher
+for ``--samples`` answers per prompt at ``--sample-temperature`` (seed 1; the stored top-k is the
+teacher's raw distribution at each position of the sampled answer), the reviewer restores the
+wrong ones the reference check dropped, and the build's pair dedupe keeps distinct answers only.
+Same prompts and steps as the others, more rows.
 ``--data-seed`` draws other problems (the teacher's pool, the students' prompts and the held-out
 set), to confirm a setting chosen on one held-out set on another; 0 is the default draw. Generation jobs store the
 teacher's log-probs at temperature 1 (raw logits); the product has no capture temperature, so T
@@ -100,6 +105,8 @@ LABELS = {
     "kd_full": "(c) kd, full distribution (K=V=20)",
     "kd_top5": "(d) kd, top-5",
     "kd_top2": "(e) kd, top-2",
+    "kd_top5s": "(f) kd, top-5, on sampled answers",
+    "kd_top20s": "(f) kd, full distribution, on sampled answers",
 }
 GROUND_TRUTH = "ground truth"
 TRAIN_TASK = "workers.tasks.training.run_training"
@@ -142,8 +149,14 @@ def top_k_of(name: str, vocab: int) -> int | None:
     if base == "kd_full":
         return vocab
     if base.startswith("kd_top"):
-        return int(base.removeprefix("kd_top"))
+        return int(base.removeprefix("kd_top").removesuffix("s"))
     return None
+
+
+def sampled(name: str) -> bool:
+    """``kd_top5s``: KD on the answers of a sampled job (``--samples`` per prompt at
+    ``--sample-temperature``), wrong ones kept, instead of the greedy answers."""
+    return name.partition(":a")[0].split("@")[0].endswith("s")
 
 
 def paired(kd: list[float], sft: list[float]) -> str:
@@ -210,10 +223,14 @@ def build_models(args: argparse.Namespace, task: Any, pool: list[str], models: P
     return len(tok)
 
 
-def review_all(project: Any, user: Any, ground_truth_job: Any) -> dict[str, int]:
+def review_all(
+    project: Any, user: Any, ground_truth_job: Any, keep_wrong: tuple[Any, ...] = ()
+) -> dict[str, int]:
     """A reviewer goes through the queue: approves the teacher's answers, and for the
     ground-truth job edits each answer to the prompt's reference (restoring any the filters
-    dropped first, so a wrong teacher answer still gets its reference)."""
+    dropped first, so a wrong teacher answer still gets its reference). In the `keep_wrong` jobs
+    (sampled answers) the reviewer restores what the reference check dropped: KD learns the
+    teacher's distribution along each sampled answer, right or wrong."""
     from distillapp.filters.models import VerdictState
     from distillapp.filters.services import verdict_restore
     from distillapp.generation.models import Completion
@@ -221,7 +238,7 @@ def review_all(project: Any, user: Any, ground_truth_job: Any) -> dict[str, int]
 
     counts = {"approve": 0, "edit": 0, "restored": 0}
     for completion in Completion.objects.filter(
-        job=ground_truth_job, verdict__state=VerdictState.FILTERED
+        job__in=[ground_truth_job, *keep_wrong], verdict__state=VerdictState.FILTERED
     ):
         verdict_restore(completion=completion, user=user)
         counts["restored"] += 1
@@ -286,6 +303,8 @@ def main() -> None:
         help="which problems are drawn (teacher pool, students' prompts, held-out set)",
     )
     ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--samples", type=int, default=4, help="answers per prompt of sampled jobs")
+    ap.add_argument("--sample-temperature", type=float, default=2.0)
     ap.add_argument("--results", default="", help="also write the results JSON to this file")
     ap.add_argument("--held-out", type=int, default=1000)
     ap.add_argument("--workers", type=int, default=2)
@@ -388,7 +407,14 @@ def main() -> None:
         assert base.status == RunStatus.SUCCEEDED, base.message
 
     # 2. Generation jobs: one per K the students need, one with no top-k for the ground truth.
-    ks = sorted({min(k, max_k) for n in names if (k := top_k_of(n, vocab)) is not None})
+    ks = sorted(
+        {min(k, max_k) for n in names if (k := top_k_of(n, vocab)) is not None and not sampled(n)}
+    )
+    sampled_ks = sorted(
+        {min(k, max_k) for n in names if (k := top_k_of(n, vocab)) is not None and sampled(n)}
+    )
+    if not ks and any(n != "scratch" and top_k_of(n, vocab) is None for n in names):
+        ks = [max_k]  # sft learns the greedy answers: one greedy job, whatever its K
     sft_k = max(ks) if ks else 0
     jobs: dict[Any, GenerationJob] = {}
     for key in [*ks, GROUND_TRUTH]:
@@ -400,6 +426,15 @@ def main() -> None:
             overrides={"top_logprobs": k},
             created_by=user,
         )
+    for k in sampled_ks:
+        jobs[f"sampled top-{k}"] = generation_job_start(
+            project=project,
+            prompt_set=imported.prompt_set,
+            teacher=teacher,
+            samples_per_prompt=args.samples,
+            overrides={"top_logprobs": k, "temperature": args.sample_temperature, "seed": 1},
+            created_by=user,
+        )
     BROKER.drain()  # generation jobs, then the filter run each finished job sends
     for job in jobs.values():
         job.refresh_from_db()
@@ -408,10 +443,26 @@ def main() -> None:
     print(stats_line, flush=True)
 
     # 3. Review, then one dataset version per job.
-    print(f"review: {review_all(project, user, jobs[GROUND_TRUTH])}", flush=True)
+    keep_wrong = tuple(jobs[f"sampled top-{k}"] for k in sampled_ks)
+    for job in keep_wrong:
+        texts = list(job.completions.values_list("prompt__reference", "text"))
+        print(
+            f"sampled job {job.pk} ({args.samples} per prompt, temperature "
+            f"{args.sample_temperature}): {len(texts)} answers, "
+            f"{sum(r != t for r, t in texts)} wrong, "
+            f"{len(set(texts))} distinct (prompt, answer) pairs",
+            flush=True,
+        )
+    print(f"review: {review_all(project, user, jobs[GROUND_TRUTH], keep_wrong)}", flush=True)
     versions: dict[Any, DatasetVersion] = {}
     for key, job in jobs.items():
-        name = "ground truth (reviewer edits)" if key == GROUND_TRUTH else f"teacher top-{key}"
+        name = (
+            "ground truth (reviewer edits)"
+            if key == GROUND_TRUTH
+            else key
+            if isinstance(key, str)
+            else f"teacher top-{key}"
+        )
         dataset = dataset_create(project=project, name=name, user=user)
         versions[key] = dataset_version_build(dataset=dataset, recipe={"jobs": [job.pk]}, user=user)
     BROKER.drain()
@@ -432,7 +483,11 @@ def main() -> None:
             k = top_k_of(name, vocab)
             method = "kd" if k is not None else "sft"
             version = versions[
-                GROUND_TRUTH if name == "scratch" else (min(k, max_k) if k else sft_k)
+                GROUND_TRUTH
+                if name == "scratch"
+                else f"sampled top-{min(k, max_k)}"
+                if k and sampled(name)
+                else (min(k, max_k) if k else sft_k)
             ]
             temperature = temperature_of(name, args.temperature)
             run = training_run_launch(
