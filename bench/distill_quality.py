@@ -223,6 +223,21 @@ def build_models(args: argparse.Namespace, task: Any, pool: list[str], models: P
     return len(tok)
 
 
+def version_key(name: str, k: int | None, max_k: int, sft_k: int) -> Any:
+    """Which job's dataset version a student trains on (the keys of `jobs` and `versions`)."""
+    if name == "scratch":
+        return GROUND_TRUTH
+    if k is None:
+        return sft_k  # sft: the greedy answers of the largest-K job
+    return f"sampled top-{min(k, max_k)}" if sampled(name) else min(k, max_k)
+
+
+def version_name(key: Any) -> str:
+    if key == GROUND_TRUTH:
+        return "ground truth (reviewer edits)"
+    return key if isinstance(key, str) else f"teacher top-{key}"
+
+
 def review_all(
     project: Any, user: Any, ground_truth_job: Any, keep_wrong: tuple[Any, ...] = ()
 ) -> dict[str, int]:
@@ -456,14 +471,7 @@ def main() -> None:
     print(f"review: {review_all(project, user, jobs[GROUND_TRUTH], keep_wrong)}", flush=True)
     versions: dict[Any, DatasetVersion] = {}
     for key, job in jobs.items():
-        name = (
-            "ground truth (reviewer edits)"
-            if key == GROUND_TRUTH
-            else key
-            if isinstance(key, str)
-            else f"teacher top-{key}"
-        )
-        dataset = dataset_create(project=project, name=name, user=user)
+        dataset = dataset_create(project=project, name=version_name(key), user=user)
         versions[key] = dataset_version_build(dataset=dataset, recipe={"jobs": [job.pk]}, user=user)
     BROKER.drain()
     for version in versions.values():
@@ -482,13 +490,7 @@ def main() -> None:
         for name in names:
             k = top_k_of(name, vocab)
             method = "kd" if k is not None else "sft"
-            version = versions[
-                GROUND_TRUTH
-                if name == "scratch"
-                else f"sampled top-{min(k, max_k)}"
-                if k and sampled(name)
-                else (min(k, max_k) if k else sft_k)
-            ]
+            version = versions[version_key(name, k, max_k, sft_k)]
             temperature = temperature_of(name, args.temperature)
             run = training_run_launch(
                 project=project,

@@ -71,13 +71,19 @@ def human_verdicts_for(
     return out
 
 
-def pairwise_agreement(*, run: EvalRun) -> dict[str, Any]:
+def pairwise_agreement(
+    *, run: EvalRun, verdicts: list[tuple[int, str, str]] | None = None
+) -> dict[str, Any]:
     """Cohen's kappa and raw agreement between reviewers' verdicts and the judge's outcomes on
     the same (model, item) pairs; one pair per reviewer verdict. Pairs the judge left without an
-    outcome (an order unparsed) are not counted."""
-    verdicts = list(
-        EvalHumanVerdict.objects.filter(run=run).values_list("item_id", "model_key", "preferred")
-    )
+    outcome (an order unparsed) are not counted. `verdicts` (item id, model key, preferred):
+    the run's, when the caller already knows them (none, for a run without any)."""
+    if verdicts is None:
+        verdicts = list(
+            EvalHumanVerdict.objects.filter(run=run).values_list(
+                "item_id", "model_key", "preferred"
+            )
+        )
     # Only the judged pairs reviewers looked at: a run has thousands of judgements, and most
     # runs no verdicts at all.
     outcomes = (
@@ -121,10 +127,6 @@ def judge_human_agreement(*, run: EvalRun, has_verdicts: bool | None = None) -> 
     stored = (run.results or {}).get("agreement") or {}
     if not run.judge:
         return stored
-    pairwise = (
-        pairwise_agreement(run=run)
-        if has_verdicts is not False
-        else {"n": 0, "raw": None, "kappa": None, "basis": BASIS}
-    )
+    pairwise = pairwise_agreement(run=run, verdicts=None if has_verdicts is not False else [])
     chosen = pairwise if pairwise["n"] else stored
     return {**chosen, "sources": {"pairwise": pairwise, "filters": stored}}
